@@ -1,0 +1,24 @@
+"""The stand-in LiveKit server and helpers for testing agents.
+
+Like ``trio.testing``, this is public API: use it to test your own agents.
+"""
+
+from ._agents import JobRecord as JobRecord
+from ._agents import WorkerRecord as WorkerRecord
+from ._rooms import Participant as Participant
+from ._rooms import Room as Room
+from ._server import DEV_API_KEY as DEV_API_KEY
+from ._server import DEV_API_SECRET as DEV_API_SECRET
+from ._server import LocalServer as LocalServer
+from ._server import open_local_server as open_local_server
+
+__all__ = [
+    "DEV_API_KEY",
+    "DEV_API_SECRET",
+    "JobRecord",
+    "LocalServer",
+    "Participant",
+    "Room",
+    "WorkerRecord",
+    "open_local_server",
+]

@@ -1,0 +1,265 @@
+"""``LocalServer``: a stand-in LiveKit server for tests, demos and development.
+
+One ASGI application serves every route:
+
+* ``/agent``: the worker protocol (``_agents.AgentHub``);
+* ``/twirp/livekit.<Service>/<Method>``: RoomService and AgentDispatchService
+  (``_twirp``);
+
+It is reachable over TCP (hypercorn, trio worker) and, in the same process,
+through ``memory://NAME`` URLs that need no socket, so a whole system can run
+under ``trio.testing.MockClock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Mapping
+
+import trio
+
+from .. import _transport
+from .._errors import ConnectionClosed
+from ._agents import AgentHub, JobRecord
+from ._asgi import (
+    ASGIApp,
+    Receive,
+    Request,
+    Scope,
+    Send,
+    WebSocket,
+    open_memory_websocket,
+    read_body,
+    send_response,
+)
+from ._rooms import Room, Rooms
+
+logger = logging.getLogger("trio_agents.testing")
+
+#: ``livekit-server --dev`` defaults.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7880
+DEV_API_KEY = "devkey"
+DEV_API_SECRET = "secret"
+MAX_BODY = 2 * 1024 * 1024
+
+_names = itertools.count(1)
+
+
+class LocalServer:
+    """The stand-in server's state and its ASGI app.  Use ``open_local_server``.
+
+    Attributes:
+        rooms: the rooms (``_rooms.Rooms``).
+        agents: workers and jobs (``_agents.AgentHub``).
+        url: where clients connect (``ws://host:port`` or ``memory://NAME``).
+    """
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        *,
+        api_key: str = DEV_API_KEY,
+        api_secret: str = DEV_API_SECRET,
+        departure_timeout: float = 20.0,
+        empty_timeout: float = 300.0,
+        availability_timeout: float = 10.0,
+        register_timeout: float = 10.0,
+    ) -> None:
+        if not api_key or not api_secret:
+            raise ValueError("api_key and api_secret must not be empty")
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self._nursery = nursery
+        self.memory_name = f"local-server-{next(_names)}"
+        self.url = f"memory://{self.memory_name}"
+        self.agents = AgentHub(
+            nursery,
+            api_key=api_key,
+            api_secret=api_secret,
+            availability_timeout=availability_timeout,
+            register_timeout=register_timeout,
+        )
+        self.rooms = Rooms(
+            nursery,
+            departure_timeout=departure_timeout,
+            empty_timeout=empty_timeout,
+            listener=self.agents,
+        )
+
+    # --- conveniences for tests -------------------------------------------------
+
+    @property
+    def memory_url(self) -> str:
+        return f"memory://{self.memory_name}"
+
+    async def wait_for_workers(self, count: int = 1, *, agent_name: str | None = None) -> None:
+        """Wait until ``count`` workers (optionally of ``agent_name``) are registered."""
+
+        def ok() -> bool:
+            ws = self.agents.workers.values()
+            return sum(1 for w in ws if agent_name is None or w.agent_name == agent_name) >= count
+
+        await self.agents.changes.wait_until(ok)
+
+    async def wait_for_job(self, *, room: str | None = None) -> JobRecord:
+        """Wait until a job (optionally for ``room``) is assigned; return it."""
+        seen: list[JobRecord] = []
+
+        def ok() -> bool:
+            seen[:] = [
+                j
+                for j in self.agents.jobs.values()
+                if j.worker_id is not None and (room is None or j.job.room.name == room)
+            ]
+            return bool(seen)
+
+        await self.agents.changes.wait_until(ok)
+        return seen[0]
+
+    async def wait_for_job_status(self, job_id: str, *statuses: int) -> JobRecord:
+        """Wait until job ``job_id`` reaches one of ``statuses``."""
+        await self.agents.changes.wait_until(
+            lambda: job_id in self.agents.jobs and self.agents.jobs[job_id].status in statuses
+        )
+        return self.agents.jobs[job_id]
+
+    def create_room(self, name: str, **kwargs: object) -> Room:
+        """Create (or get) a room, dispatching agents as LiveKit does."""
+        room, _ = self.rooms.create(name, **kwargs)  # type: ignore[arg-type]
+        return room
+
+    # --- ASGI ----------------------------------------------------------------------
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point."""
+        kind = scope["type"]
+        if kind == "lifespan":
+            while True:
+                msg = await receive()
+                if msg["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif msg["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        path: str = scope["path"]
+        if kind == "websocket":
+            ws = WebSocket(scope, receive, send)
+            try:
+                if path == "/agent":
+                    await self.agents.serve(ws)
+                else:
+                    await ws.reject(404, "404 page not found")
+            except ConnectionClosed:
+                pass
+            return
+        if kind != "http":  # pragma: no cover
+            return
+        if path == "/agent":
+            # a plain GET on the websocket path: LiveKit answers 404
+            await send_response(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+            return
+        if path.startswith("/twirp/"):
+            from ._twirp import handle_twirp
+
+            try:
+                body = await read_body(receive, limit=MAX_BODY)
+            except ValueError:
+                await send_response(
+                    send, 413, b'{"code":"malformed","msg":"request body too large"}', "application/json"
+                )
+                return
+            except ConnectionClosed:
+                return
+            status, payload, ctype = await handle_twirp(
+                self, scope.get("method", "GET"), Request.from_scope(scope), body
+            )
+            await send_response(send, status, payload, ctype)
+            return
+        if path == "/" and scope.get("method") == "GET":
+            await send_response(send, 200, b"OK", "text/plain; charset=utf-8")
+            return
+        await send_response(send, 404, b"404 page not found\n", "text/plain; charset=utf-8")
+
+    # --- memory transport ----------------------------------------------------------
+
+    def open_memory_websocket(
+        self, path: str, query: str, headers: Mapping[str, str]
+    ) -> contextlib.AbstractAsyncContextManager[_transport.MessageStream]:
+        return open_memory_websocket(self.app, self._nursery, path, query, headers)
+
+    def http_transport(self) -> object:
+        """An httpx transport that reaches this server in memory."""
+        import httpx
+
+        return httpx.ASGITransport(app=self.app)
+
+
+async def serve_tcp(
+    app: ASGIApp,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``app`` on ``host:port`` with hypercorn until cancelled; report the bound port."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.websocket_max_message_size = _transport.MAX_MESSAGE_SIZE
+    config.websocket_ping_interval = 10.0  # LiveKit pings workers every 10 s
+    config.accesslog = None
+    config.errorlog = logging.getLogger("trio_agents.testing.http")
+    config.graceful_timeout = 1.0
+
+    class _Started:
+        def started(self, binds: list[str] | None = None) -> None:
+            bound = (binds or [f"http://{host}:{port}"])[0]
+            task_status.started(int(bound.rsplit(":", 1)[1]))
+
+    await serve(app, config, task_status=_Started())  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def open_local_server(
+    *,
+    host: str = DEFAULT_HOST,
+    port: int | None = None,
+    api_key: str = DEV_API_KEY,
+    api_secret: str = DEV_API_SECRET,
+    departure_timeout: float = 20.0,
+    empty_timeout: float = 300.0,
+    availability_timeout: float = 10.0,
+    register_timeout: float = 10.0,
+) -> AsyncIterator[LocalServer]:
+    """Run a ``LocalServer`` for the duration of the block.
+
+    With ``port=None`` (the default) it is reachable only in this process, at
+    ``server.url == "memory://..."``, and works under a mock clock.  With a port
+    (0 picks a free one) it also listens on ``host``, and ``server.url`` is the
+    ``ws://host:port`` address.
+    """
+    async with trio.open_nursery() as nursery:
+        server = LocalServer(
+            nursery,
+            api_key=api_key,
+            api_secret=api_secret,
+            departure_timeout=departure_timeout,
+            empty_timeout=empty_timeout,
+            availability_timeout=availability_timeout,
+            register_timeout=register_timeout,
+        )
+        _transport.register_memory_endpoint(server.memory_name, server)
+        try:
+            if port is not None:
+                bound = await nursery.start(serve_tcp, server.app, host, port)
+                server.url = f"ws://{host}:{bound}"
+                logger.info("local LiveKit stand-in listening on %s", server.url)
+            yield server
+        finally:
+            _transport.unregister_memory_endpoint(server.memory_name)
+            nursery.cancel_scope.cancel()
