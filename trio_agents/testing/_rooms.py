@@ -14,7 +14,6 @@ creation if nobody ever joined.  ``delete`` closes it at once.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import secrets
 import time
@@ -31,9 +30,6 @@ Kind = models.ParticipantInfo.Kind
 #: Participants that neither keep a room open nor trigger participant jobs.
 DEPENDENT_KINDS = frozenset({models.ParticipantInfo.AGENT, models.ParticipantInfo.EGRESS})
 
-_counter = itertools.count(1)
-
-
 def new_sid(prefix: str) -> str:
     """A LiveKit-style id: ``RM_``, ``PA_``, ``TR_``, ``AD_``, ``AJ_`` + 12 chars."""
     return prefix + secrets.token_hex(6)
@@ -43,10 +39,9 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-class Deliver:
-    """Type of a connection's outbound hook: takes one SignalResponse, never blocks."""
-
-    def __call__(self, msg: rtc_pb.SignalResponse) -> None: ...  # pragma: no cover
+#: What the room pushes to a participant's connection: signal messages, data
+#: packets, and (for the simulated link) audio frames of subscribed tracks.
+Outbound = rtc_pb.SignalResponse | models.DataPacket | object
 
 
 @attrs.define(eq=False)
@@ -55,7 +50,7 @@ class Participant:
 
     info: models.ParticipantInfo
     #: Outbound hook of its signal connection; None for participants with no link.
-    deliver: Callable[[rtc_pb.SignalResponse], None] | None = None
+    deliver: Callable[[Outbound], None] | None = None
     left: trio.Event = attrs.field(factory=trio.Event)
 
     @property
@@ -98,10 +93,40 @@ class Room:
     def has_keepalive_participants(self) -> bool:
         return any(not p.dependent for p in self.participants.values())
 
-    def broadcast(self, msg: rtc_pb.SignalResponse, *, exclude: str | None = None) -> None:
+    def broadcast(self, msg: Outbound, *, exclude: str | None = None) -> None:
         for p in list(self.participants.values()):
             if p.deliver is not None and p.identity != exclude:
                 p.deliver(msg)
+
+    def send_data(
+        self,
+        packet: models.DataPacket,
+        *,
+        sender: Participant | None = None,
+        destination_identities: Iterable[str] = (),
+    ) -> int:
+        """Forward a data packet as LiveKit does; returns how many received it.
+
+        The sender's identity is stamped on the packet (empty for server-sent
+        data); only ``destination_identities`` get it when that is non-empty.
+        """
+        out = models.DataPacket()
+        out.CopyFrom(packet)
+        out.participant_identity = sender.identity if sender else ""
+        out.participant_sid = sender.info.sid if sender else ""
+        if out.HasField("user"):
+            out.user.participant_identity = out.participant_identity
+            out.user.participant_sid = out.participant_sid
+        wanted = set(destination_identities) or set(out.destination_identities)
+        n = 0
+        for p in list(self.participants.values()):
+            if p.deliver is None or (sender is not None and p is sender):
+                continue
+            if wanted and p.identity not in wanted:
+                continue
+            p.deliver(out)
+            n += 1
+        return n
 
     def _touch(self) -> None:
         self._changed.set()
@@ -279,7 +304,7 @@ class Rooms:
         self,
         room: Room,
         info: models.ParticipantInfo,
-        deliver: Callable[[rtc_pb.SignalResponse], None] | None = None,
+        deliver: Callable[[Outbound], None] | None = None,
     ) -> Participant:
         """Add a participant; a second join with the same identity replaces the first."""
         if room.closed.is_set():
