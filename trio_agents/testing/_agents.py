@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 
 import attrs
+import jwt
 import trio
 from google.protobuf import json_format
 from livekit import api as lkapi
@@ -22,7 +23,7 @@ from livekit.protocol import agent, agent_dispatch, models
 
 from .. import protocol
 from .._errors import ConnectionClosed
-from ._asgi import WebSocket
+from ._asgi import Request, WebSocket
 from ._rooms import DEPENDENT_KINDS, Participant, Room, RoomListener, new_sid
 
 logger = logging.getLogger("trio_agents.testing")
@@ -331,16 +332,37 @@ class AgentHub(RoomListener):
 
     # --- the /agent websocket -----------------------------------------------------
 
+    def _check_auth(self, request: Request) -> str | None:
+        """LiveKit's auth middleware and agent upgrade check: the 401 body, or None if allowed.
+
+        A missing token is no error for the middleware; the upgrade then finds no
+        ``video.agent`` grant (pkg/service/auth.go, agentservice.go).
+        """
+        header = request.headers.get("authorization", "")
+        if header and not header.startswith("Bearer "):
+            return "invalid authorization header. Must start with Bearer "
+        token = header[len("Bearer ") :] if header else request.query.get("access_token", "")
+        claims = None
+        if token:
+            try:
+                unverified = jwt.decode(token, options={"verify_signature": False})
+            except jwt.PyJWTError:
+                return "invalid authorization token"
+            if unverified.get("iss") != self._api_key:
+                return "invalid API key"
+            try:
+                claims = lkapi.TokenVerifier(self._api_key, self._api_secret).verify(token)
+            except Exception as exc:
+                return f"invalid authorization token: {exc}"
+        if claims is None or claims.video is None or not claims.video.agent:
+            return "no permissions to access the room"
+        return None
+
     async def serve(self, ws: WebSocket) -> None:
         """Serve one worker connection until it closes or breaks the protocol."""
-        token = ws.request.bearer_token()
-        try:
-            claims = lkapi.TokenVerifier(self._api_key, self._api_secret).verify(token or "")
-        except Exception as exc:
-            await ws.reject(401, f"invalid authorization token: {exc}")
-            return
-        if claims.video is None or not claims.video.agent:
-            await ws.reject(401, "no permissions to access the room")
+        refusal = self._check_auth(ws.request)
+        if refusal is not None:
+            await ws.reject(401, refusal)
             return
         await ws.accept()
         conn = protocol.Connection(

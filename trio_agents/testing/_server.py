@@ -18,6 +18,7 @@ import itertools
 import logging
 from collections.abc import AsyncIterator, Mapping
 
+import httpx
 import trio
 
 from .. import _transport
@@ -190,10 +191,8 @@ class LocalServer:
     ) -> contextlib.AbstractAsyncContextManager[_transport.MessageStream]:
         return open_memory_websocket(self.app, self._nursery, path, query, headers)
 
-    def http_transport(self) -> object:
-        """An httpx transport that reaches this server in memory."""
-        import httpx
-
+    def http_transport(self) -> httpx.AsyncBaseTransport:
+        """An httpx transport that reaches this server in memory (no socket)."""
         return httpx.ASGITransport(app=self.app)
 
 
