@@ -158,11 +158,12 @@ class Connection:
         kind = kind_of(event)
         if SENDER.get(kind) is not self.our_role:
             raise LocalProtocolError(f"a {self.our_role.value} cannot send {kind}")
-        self._apply(event, local=True)
+        # encode before applying: an event that cannot go out must change nothing
         encode = encode_worker_message if self.our_role is Role.WORKER else encode_server_message
         data = encode(event)
-        if len(data) > MAX_MESSAGE_SIZE:  # pragma: no cover - needs a 2 MiB job
+        if len(data) > MAX_MESSAGE_SIZE:
             raise LocalProtocolError(f"{kind} encodes to {len(data)} bytes, over the limit")
+        self._apply(event, local=True)
         return data
 
     def receive_message(self, data: bytes) -> ev.Event | None:

@@ -185,10 +185,18 @@ def connection_transition(state: ConnectionState, kind: str, *, local: bool) -> 
         raise err(f"{kind} is not allowed while the connection is {state.value}") from None
 
 
+#: Cells that exist only for a message that crossed a timeout in flight: the
+#: receiver accepts it, but the sender knows better, so sending into one is a
+#: local error, as for ``IGNORE`` cells.  ``JobAssignment`` for an expired job
+#: is the worker's late assignment; the server's own ``EXPIRED`` means the
+#: answer timed out, and LiveKit never assigns such a job.
+RECEIVE_ONLY: Final = frozenset({(J.EXPIRED, "JobAssignment")})
+
+
 def job_transition(state: JobState, kind: str, *, local: bool) -> JobState | _Ignore:
     """Next job state (or ``IGNORE``), or the ``ProtocolError`` for the culprit."""
     nxt = JOB_TRANSITIONS.get((state, kind))
-    if nxt is None or (nxt is IGNORE and local):
+    if nxt is None or (local and (nxt is IGNORE or (state, kind) in RECEIVE_ONLY)):
         err: type[ProtocolError] = LocalProtocolError if local else RemoteProtocolError
         raise err(f"{kind} is not allowed for a job that is {state.value}")
     return nxt
