@@ -126,7 +126,12 @@ def _worker_register(m: agent.WorkerMessage) -> ev.Event:
         version=r.version,
         ping_interval=r.ping_interval,
         deployment=r.deployment,
-        permissions=_copy(r.allowed_permissions),
+        # LiveKit grants subscribe/publish/data/metadata when the field is absent
+        permissions=(
+            _copy(r.allowed_permissions)
+            if r.HasField("allowed_permissions")
+            else ev._default_permissions()
+        ),
     )
 
 

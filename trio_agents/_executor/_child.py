@@ -1,0 +1,229 @@
+"""The main function of a job process (forked from the zygote).
+
+One process runs one job: it runs ``setup_fnc`` (prewarm), says ``Ready``,
+waits for ``StartJob``, runs the job tree with its own ``trio.run``, sends
+``Done(outcome)``, ends the subprocesses it started, and exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+import trio
+
+from .._job._context import JobProcess, run_job
+from .._job._control import JobControl
+from .._types import JobExecutorType
+from . import _ipc
+from ._inline import run_setup
+
+logger = logging.getLogger("trio_agents.executor")
+
+PR_SET_PDEATHSIG = 1
+_STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+
+def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (no-op elsewhere)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+class _IPCLogHandler(logging.Handler):
+    """Hands every record to the trio task that forwards it to the worker."""
+
+    def __init__(self, submit: Callable[[dict[str, Any]], None]) -> None:
+        super().__init__()
+        self._submit = submit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields = {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS}
+            fields.update(
+                name=record.name,
+                levelno=record.levelno,
+                levelname=record.levelname,
+                msg=record.getMessage(),
+                args=None,
+                created=record.created,
+                msecs=record.msecs,
+                pathname=record.pathname,
+                lineno=record.lineno,
+                funcName=record.funcName,
+                process=record.process,
+                processName=record.processName,
+                threadName=record.threadName,
+                exc_text=self.format_exc(record),
+            )
+            for k, v in list(fields.items()):
+                if not isinstance(v, str | int | float | bool | type(None)):
+                    fields[k] = repr(v)
+            self._submit(fields)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+    @staticmethod
+    def format_exc(record: logging.LogRecord) -> str | None:
+        if record.exc_info:
+            return logging.Formatter().formatException(record.exc_info)
+        return record.exc_text
+
+
+def _end_subprocesses() -> None:
+    """Terminate, then kill, every process this job process started."""
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:  # pragma: no cover
+        return
+    for c in children:
+        with contextlib.suppress(psutil.Error):
+            c.terminate()
+    _, alive = psutil.wait_procs(children, timeout=0.5)
+    for c in alive:
+        with contextlib.suppress(psutil.Error):
+            c.kill()
+
+
+async def _main(
+    fd: int,
+    entrypoint: Any,
+    setup_fnc: Any,
+    init_timeout: float,
+    log_level: int,
+    dump_path: str,
+) -> int:
+    sock = trio.socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM)
+    os.close(fd)
+    stream = _ipc.FramedStream(trio.SocketStream(sock))
+    pid = os.getpid()
+    token = trio.lowlevel.current_trio_token()
+    trio_thread = threading.get_ident()
+    log_send, log_recv = trio.open_memory_channel[dict[str, Any]](10_000)
+
+    def submit(fields: dict[str, Any]) -> None:
+        def put() -> None:
+            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                log_send.send_nowait(fields)
+
+        if threading.get_ident() == trio_thread:
+            put()
+        else:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(put)
+
+    root = logging.getLogger()
+    root.handlers[:] = [_IPCLogHandler(submit)]
+    root.setLevel(log_level)
+
+    control = JobControl()
+    start: list[_ipc.StartJob] = []
+    got_start = trio.Event()
+
+    async def reader() -> None:
+        try:
+            while True:
+                msg = await stream.receive()
+                if isinstance(msg, _ipc.Ping):
+                    await stream.send(_ipc.Pong(msg.timestamp))
+                elif isinstance(msg, _ipc.StartJob):
+                    start.append(msg)
+                    got_start.set()
+                elif isinstance(msg, _ipc.Shutdown):
+                    control.request_shutdown(msg.reason)
+                elif isinstance(msg, _ipc.Drain):
+                    control.notify_draining()
+        except (EOFError, _ipc.FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
+            got_start.set()
+            control.request_shutdown("the worker went away")
+
+    async def log_pump() -> None:
+        async for fields in log_recv:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send(_ipc.LogRecord(fields))
+
+    proc = JobProcess(executor_type=JobExecutorType.PROCESS, pid=pid)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(reader)
+        nursery.start_soon(log_pump)
+        try:
+            await run_setup(setup_fnc, proc, init_timeout)
+        except BaseException as exc:
+            if isinstance(exc, trio.Cancelled):
+                raise
+            reason = "timed out" if isinstance(exc, trio.TooSlowError) else f"{type(exc).__name__}: {exc}"
+            logger.error("setup_fnc failed in process %d: %s", pid, reason)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.send(_ipc.InitFailed(pid, reason))
+            nursery.cancel_scope.cancel()
+            return 1
+        await stream.send(_ipc.Ready(pid, dump_path))
+        await got_start.wait()  # set by StartJob, or when the worker goes away
+        if not start:
+            nursery.cancel_scope.cancel()
+            return 0
+        msg = start[0]
+
+        def recorder(event: str, *args: Any) -> None:
+            if event == "shutdown":
+                nursery.start_soon(_send_quietly, stream, _ipc.ShuttingDown(str(args[0])))
+
+        outcome = await run_job(
+            msg.info,
+            entrypoint,
+            control,
+            proc=proc,
+            shutdown_process_timeout=msg.shutdown_process_timeout,
+            delete_room_on_close=msg.delete_room_on_close,
+            recorder=recorder,
+        )
+        _end_subprocesses()
+        await _send_quietly(stream, _ipc.Done(outcome))
+        # let queued log records out, briefly
+        log_send.close()
+        with trio.move_on_after(0.5):
+            while log_recv.statistics().current_buffer_used:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    return 0
+
+
+async def _send_quietly(stream: _ipc.FramedStream, msg: object) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send(msg)
+
+
+def job_process_main(fd: int, entrypoint: Any, setup_fnc: Any, init_timeout: float, log_level: int) -> None:
+    """Run in a freshly forked job process; never returns."""
+    code = 1
+    try:
+        set_parent_death_signal()
+        os.setpgid(0, 0)  # its own group: the worker can end its subprocesses too
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker handles Ctrl-C
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        fd_dump, dump_path = tempfile.mkstemp(prefix=f"trio-agents-stack-{os.getpid()}-", suffix=".txt")
+        dump_file = os.fdopen(fd_dump, "w")
+        faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
+        code = trio.run(_main, fd, entrypoint, setup_fnc, init_timeout, log_level, dump_path)
+        with contextlib.suppress(OSError):
+            os.unlink(dump_path)
+    except BaseException:  # pragma: no cover - report anything, then exit
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        os._exit(code)

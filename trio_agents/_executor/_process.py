@@ -1,0 +1,456 @@
+"""PROCESS: each job in its own process, forked from a zygote, prewarmed.
+
+```
+ProcessExecutor
+├── zygote (a child process; forks job processes on request)
+├── pool task: keeps num_idle_processes forked, set up and waiting
+└── per job: supervise(proc) ── reader (pong, logs, outcome)
+                              ├── pinger (every 2.5 s; unresponsive -> stack dump, kill)
+                              ├── memory monitor (warn; over the limit -> shutdown, then kill)
+                              └── the deadline: shutdown start + budget (+ <= 1 s) -> kill
+```
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import logging
+import math
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import attrs
+import psutil
+import trio
+
+from .._types import JobExecutorType, JobOutcome, OutcomeKind, RunningJobInfo
+from . import _ipc, _zygote
+
+if TYPE_CHECKING:
+    from .._job._control import JobControl
+    from .._worker._server import AgentServer, RtcSession
+
+logger = logging.getLogger("trio_agents.executor")
+
+PING_INTERVAL = 2.5
+#: A job process that has not answered a ping for this long is killed.
+PING_TIMEOUT = 60.0
+#: A pong later than this is worth a warning.
+HIGH_PING = 0.5
+MEMORY_INTERVAL = 1.0
+MEMORY_WARN_EVERY = 120.0
+#: After the deadline: the stack dump gets this long before SIGKILL.
+DUMP_GRACE = 0.3
+ZYGOTE_START_TIMEOUT = 60.0
+MAX_BACKOFF = 10.0
+
+
+class PoolUnavailable(Exception):
+    """No job process could be had in time."""
+
+
+class Zygote:
+    """The worker's handle on its fork server."""
+
+    def __init__(self) -> None:
+        self._sock: trio.socket.SocketType | None = None
+        self._proc: trio.Process | None = None
+        self._fork_lock = trio.Lock()
+        self._forked: trio.MemorySendChannel[int] | None = None
+        self._forked_recv: trio.MemoryReceiveChannel[int] | None = None
+        self.exits: dict[int, int] = {}
+        self._exit_events: dict[int, trio.Event] = {}
+        self.alive = False
+
+    async def start(self, nursery: trio.Nursery, spec: _zygote.LoadSpec) -> None:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            self._proc = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "trio_agents._executor._zygote", str(child.fileno())],
+                pass_fds=(child.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        self._sock = trio.socket.from_stdlib_socket(parent)
+        await self._sock.send(pickle.dumps(spec))
+        with trio.move_on_after(ZYGOTE_START_TIMEOUT) as scope:
+            reply = pickle.loads(await self._sock.recv(1 << 20))
+        if scope.cancelled_caught:
+            raise PoolUnavailable("the job process zygote did not start in time")
+        if isinstance(reply, _zygote.ZygoteError):
+            raise PoolUnavailable(f"the job process zygote could not load the agent: {reply.error}")
+        self.alive = True
+        self._forked, self._forked_recv = trio.open_memory_channel[int](math.inf)
+        nursery.start_soon(self._reader)
+
+    async def _reader(self) -> None:
+        assert self._sock is not None and self._forked is not None
+        try:
+            while True:
+                data = await self._sock.recv(1 << 16)
+                if not data:
+                    break
+                msg = pickle.loads(data)
+                if isinstance(msg, _zygote.Forked):
+                    self._forked.send_nowait(msg.pid)
+                elif isinstance(msg, _zygote.Exited):
+                    self.exits[msg.pid] = msg.status
+                    ev = self._exit_events.pop(msg.pid, None)
+                    if ev is not None:
+                        ev.set()
+        except OSError:
+            pass
+        finally:
+            self.alive = False
+            self._forked.close()
+            logger.info("the job process zygote is gone")
+
+    async def fork(self) -> tuple[int, _ipc.FramedStream]:
+        """A new job process and the worker's end of its IPC socket."""
+        if not self.alive or self._sock is None or self._forked_recv is None:
+            raise PoolUnavailable("the job process zygote is not running")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            async with self._fork_lock:
+                fds = array.array("i", [theirs.fileno()])
+                await self._sock.sendmsg(
+                    [pickle.dumps(_zygote.Fork())],
+                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds.tobytes())],
+                )
+                theirs.close()
+                try:
+                    pid = await self._forked_recv.receive()
+                except trio.EndOfChannel:
+                    raise PoolUnavailable("the job process zygote died") from None
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                theirs.close()
+        stream = _ipc.FramedStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        return pid, stream
+
+    async def wait_exit(self, pid: int) -> int:
+        """Wait for ``pid`` to exit; its exit code (negative: killed by that signal)."""
+        if pid not in self.exits:
+            ev = self._exit_events.setdefault(pid, trio.Event())
+            await ev.wait()
+        return os.waitstatus_to_exitcode(self.exits.pop(pid))
+
+    async def aclose(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._proc is not None:
+            with trio.move_on_after(2):
+                await self._proc.wait()
+            if self._proc.returncode is None:
+                self._proc.kill()
+                with trio.move_on_after(1):
+                    await self._proc.wait()
+
+
+@attrs.define(eq=False)
+class JobProc:
+    """One job process, from fork to exit."""
+
+    pid: int
+    stream: _ipc.FramedStream
+    dump_path: str = ""
+    ready_at: float = 0.0
+    watch: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"job process killed by {name}"
+    return f"job process exited with code {code}"
+
+
+class ProcessExecutor:
+    def __init__(self, server: AgentServer) -> None:
+        self._server = server
+        self._zygote = Zygote()
+        self._idle: list[JobProc] = []
+        self._idle_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._target = 0
+        self._backoff = 0.0
+        self.prewarm_failures: list[tuple[int, str]] = []
+
+    # --- pool ----------------------------------------------------------------------------
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        server = self._server
+        session = server.session
+        spec = _zygote.LoadSpec(
+            sys_path=list(sys.path),
+            cwd=os.getcwd(),
+            entrypoint=_zygote.ref_for(session.entrypoint),
+            setup_fnc=_zygote.ref_for(server.setup_fnc) if server.setup_fnc else None,
+            init_timeout=server.initialize_process_timeout,
+            log_level=logging.getLogger().getEffectiveLevel(),
+        )
+        self._nursery = nursery
+        await self._zygote.start(nursery, spec)
+        if server.num_idle_processes is not None:
+            self._target = server.num_idle_processes
+        else:
+            self._target = 0 if server.devmode else min(os.cpu_count() or 1, 4)
+        nursery.start_soon(self._keep_warm)
+
+    async def _keep_warm(self) -> None:
+        """Keep ``num_idle_processes`` ready, replacing dead ones, with backoff on failure."""
+        while self._zygote.alive:
+            if len(self._idle) < self._target:
+                try:
+                    proc = await self._spawn()
+                except PoolUnavailable as exc:
+                    self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
+                    logger.error("prewarming a job process failed: %s (retry in %.1f s)", exc, self._backoff)
+                    await trio.sleep(self._backoff)
+                    continue
+                self._backoff = 0.0
+                self._idle.append(proc)
+                assert self._nursery is not None
+                self._nursery.start_soon(self._watch_idle, proc)
+                self._poke()
+                continue
+            await self._idle_changed.wait()
+
+    def _poke(self) -> None:
+        self._idle_changed.set()
+        self._idle_changed = trio.Event()
+
+    async def _watch_idle(self, proc: JobProc) -> None:
+        """Replace an idle process that dies (its scope is cancelled when it is taken)."""
+        with proc.watch:
+            code = await self._zygote.wait_exit(proc.pid)
+            if proc in self._idle:
+                self._idle.remove(proc)
+                logger.warning("idle job process %d died (%s); replacing it", proc.pid, _exit_reason(code))
+                with contextlib.suppress(Exception):
+                    await proc.stream.aclose()
+                self._poke()
+
+    async def _spawn(self) -> JobProc:
+        """Fork a process and wait for its setup, bounded by initialize_process_timeout."""
+        timeout = self._server.initialize_process_timeout
+        pid, stream = await self._zygote.fork()
+        with trio.move_on_after(timeout + 1.0) as scope:
+            try:
+                msg = await stream.receive()
+            except (EOFError, _ipc.FrameError, trio.BrokenResourceError) as exc:
+                msg = _ipc.InitFailed(pid, f"process ended during setup ({exc!r})")
+        if scope.cancelled_caught:
+            msg = _ipc.InitFailed(pid, f"setup did not finish within {timeout:g} s")
+        if isinstance(msg, _ipc.Ready):
+            return JobProc(pid=pid, stream=stream, dump_path=msg.dump_path, ready_at=time.monotonic())
+        reason = msg.error if isinstance(msg, _ipc.InitFailed) else f"unexpected {msg!r}"
+        self.prewarm_failures.append((pid, reason))
+        logger.error("job process %d failed to start: %s", pid, reason)
+        self._kill(pid)
+        with contextlib.suppress(Exception):
+            await stream.aclose()
+        raise PoolUnavailable(f"job process {pid} failed to start: {reason}")
+
+    async def _acquire(self) -> JobProc:
+        if self._idle:
+            proc = self._idle.pop(0)
+            proc.watch.cancel()
+            self._poke()
+            return proc
+        return await self._spawn()
+
+    def _kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+    # --- one job -------------------------------------------------------------------------
+
+    async def run(self, info: RunningJobInfo, control: JobControl, session: RtcSession) -> JobOutcome:
+        server = self._server
+        job_id = info.job.id
+        try:
+            with trio.fail_after(server.initialize_process_timeout + 2.0):
+                proc = await self._acquire()
+        except (PoolUnavailable, trio.TooSlowError) as exc:
+            reason = str(exc) or "no job process became ready in time"
+            logger.error("job %s could not start: %s", job_id, reason)
+            return JobOutcome(kind=OutcomeKind.CRASHED, reason="no job process", error=reason)
+        return await self._supervise(proc, info, control, session)
+
+    async def _supervise(
+        self, proc: JobProc, info: RunningJobInfo, control: JobControl, session: RtcSession
+    ) -> JobOutcome:
+        server = self._server
+        budget = server.shutdown_process_timeout
+        job = info.job
+        extra = {"job_id": job.id, "pid": proc.pid, "room": job.room.name, "room_id": job.room.sid}
+        state: dict[str, object] = {"outcome": None, "kill_reason": None, "memory": False}
+        shutdown_at: list[float] = []
+        deadline_changed = trio.Event()
+        last_pong = [trio.current_time()]
+
+        def shutdown_started() -> None:
+            if not shutdown_at:
+                shutdown_at.append(trio.current_time())
+                deadline_changed.set()
+
+        async def send(msg: object) -> None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await proc.stream.send(msg)
+
+        async def reader() -> None:
+            try:
+                while True:
+                    msg = await proc.stream.receive()
+                    if isinstance(msg, _ipc.Pong):
+                        last_pong[0] = trio.current_time()
+                        delay = time.monotonic() - msg.timestamp
+                        if delay > HIGH_PING:
+                            logger.warning("job process %d answered a ping after %.2f s", proc.pid, delay, extra=extra)
+                    elif isinstance(msg, _ipc.LogRecord):
+                        fields = dict(msg.fields)
+                        for k, v in extra.items():
+                            fields.setdefault(k, v)
+                        record = logging.makeLogRecord(fields)
+                        logging.getLogger(record.name).handle(record)
+                    elif isinstance(msg, _ipc.ShuttingDown):
+                        shutdown_started()
+                    elif isinstance(msg, _ipc.Done):
+                        state["outcome"] = msg.outcome
+            except (EOFError, _ipc.FrameError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                return
+
+        async def pinger() -> None:
+            while True:
+                await send(_ipc.Ping(time.monotonic()))
+                await trio.sleep(PING_INTERVAL)
+                if trio.current_time() - last_pong[0] > PING_TIMEOUT:
+                    await kill(f"job process unresponsive for {PING_TIMEOUT:g} s")
+                    return
+
+        async def memory() -> None:
+            warn_mb = server.job_memory_warn_mb
+            limit_mb = server.job_memory_limit_mb
+            if not warn_mb and not limit_mb:
+                return
+            try:
+                p = psutil.Process(proc.pid)
+            except psutil.Error:
+                return
+            last_warn = -math.inf
+            while True:
+                try:
+                    info_ = p.memory_full_info()
+                    used = getattr(info_, "pss", 0) or info_.rss
+                except psutil.Error:
+                    return
+                mb = used / (1024 * 1024)
+                if limit_mb and mb > limit_mb and not state["memory"]:
+                    state["memory"] = True
+                    logger.error(
+                        "job process %d uses %.0f MB, over job_memory_limit_mb=%g; shutting the job down",
+                        proc.pid, mb, limit_mb, extra=extra,
+                    )
+                    shutdown_started()
+                    await send(_ipc.Shutdown("memory limit exceeded"))
+                elif warn_mb and mb > warn_mb and trio.current_time() - last_warn > MEMORY_WARN_EVERY:
+                    last_warn = trio.current_time()
+                    logger.warning(
+                        "job process %d uses %.0f MB (job_memory_warn_mb=%g)", proc.pid, mb, warn_mb, extra=extra
+                    )
+                await trio.sleep(MEMORY_INTERVAL)
+
+        async def kill(reason: str) -> None:
+            if state["kill_reason"] is None:
+                state["kill_reason"] = reason
+            dump = ""
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGUSR1)
+                await trio.sleep(DUMP_GRACE)
+                with contextlib.suppress(OSError):
+                    with open(proc.dump_path) as f:  # noqa: ASYNC230 - a small local file
+                        dump = f.read().strip()
+            logger.error(
+                "killing job process %d: %s%s", proc.pid, reason,
+                f"\nstack at the time:\n{dump}" if dump else "", extra=extra,
+            )
+            self._kill(proc.pid)
+
+        async def enforce_deadline() -> None:
+            while not shutdown_at:
+                await deadline_changed.wait()
+            # the budget, plus a little for the report; never more than 1 s extra
+            await trio.sleep_until(shutdown_at[0] + budget + 1.0 - DUMP_GRACE)
+            await kill(f"still running {budget:g} s after shutdown started (shutdown_process_timeout)")
+
+        def on_control() -> None:
+            if control.shutdown_requested:
+                shutdown_started()
+                nursery.start_soon(send, _ipc.Shutdown(control.shutdown_reason or "shutdown requested"))
+            if control.draining:
+                nursery.start_soon(send, _ipc.Drain())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(reader)
+            nursery.start_soon(pinger)
+            nursery.start_soon(memory)
+            nursery.start_soon(enforce_deadline)
+            await send(
+                _ipc.StartJob(
+                    info=info,
+                    shutdown_process_timeout=budget,
+                    delete_room_on_close=session.delete_room_on_close,
+                )
+            )
+            control.subscribe(on_control)
+            on_control()
+            code = await self._zygote.wait_exit(proc.pid)
+            nursery.cancel_scope.cancel()
+        self._kill(proc.pid)  # its process group: subprocesses the job left behind
+        with contextlib.suppress(OSError):
+            os.unlink(proc.dump_path)
+        with contextlib.suppress(Exception):
+            await proc.stream.aclose()
+        outcome = state["outcome"]
+        if state["memory"]:
+            base = outcome if isinstance(outcome, JobOutcome) else None
+            return JobOutcome(
+                kind=OutcomeKind.MEMORY_LIMIT,
+                reason="memory limit exceeded",
+                error=f"job exceeded job_memory_limit_mb={server.job_memory_limit_mb:g}",
+                teardown_errors=base.teardown_errors if base else (),
+            )
+        if isinstance(outcome, JobOutcome):
+            if state["kill_reason"] is not None and outcome.ok:
+                return JobOutcome(kind=OutcomeKind.CRASHED, reason=outcome.reason, error=str(state["kill_reason"]))
+            return outcome
+        reason = str(state["kill_reason"] or _exit_reason(code))
+        return JobOutcome(kind=OutcomeKind.CRASHED, reason="job process ended", error=reason)
+
+    async def aclose(self) -> None:
+        for proc in self._idle:
+            self._kill(proc.pid)
+            with contextlib.suppress(Exception):
+                await proc.stream.aclose()
+        self._idle.clear()
+        await self._zygote.aclose()
+
+
+__all__ = ["JobExecutorType", "ProcessExecutor"]

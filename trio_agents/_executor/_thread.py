@@ -1,0 +1,99 @@
+"""THREAD: the job runs its own ``trio.run`` in a worker thread.
+
+Cheaper than a process, but nothing can stop a thread from outside: the
+teardown budget is enforced only by the job's own cancel scopes, and a
+blocking call in the job blocks its thread until it returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+import trio
+
+from .._job._context import JobProcess, run_job
+from .._job._control import JobControl
+from .._types import JobExecutorType, JobOutcome, OutcomeKind, RunningJobInfo
+from ._inline import run_setup
+
+if TYPE_CHECKING:
+    from .._worker._server import AgentServer, RtcSession
+
+logger = logging.getLogger("trio_agents.executor")
+
+
+class ThreadExecutor:
+    def __init__(self, server: AgentServer) -> None:
+        self._server = server
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        return None
+
+    async def run(self, info: RunningJobInfo, control: JobControl, session: RtcSession) -> JobOutcome:
+        server = self._server
+        inner = JobControl()  # lives in the job thread's trio run
+        tokens: list[trio.lowlevel.TrioToken] = []
+        worker_token = trio.lowlevel.current_trio_token()
+
+        def forward() -> None:
+            if not tokens:
+                return
+            reason = control.shutdown_reason
+            shut = control.shutdown_requested
+            drain = control.draining
+
+            def apply() -> None:
+                if drain:
+                    inner.notify_draining()
+                if shut:
+                    inner.request_shutdown(reason or "shutdown requested")
+
+            try:
+                tokens[0].run_sync_soon(apply)
+            except trio.RunFinishedError:
+                pass
+
+        async def job_main() -> JobOutcome:
+            tokens.append(trio.lowlevel.current_trio_token())
+            worker_token.run_sync_soon(forward)  # catch up on requests made meanwhile
+            proc = JobProcess(executor_type=JobExecutorType.THREAD, pid=os.getpid())
+            try:
+                await run_setup(server.setup_fnc, proc, server.initialize_process_timeout)
+            except Exception as exc:
+                return JobOutcome(
+                    kind=OutcomeKind.ERROR, reason="setup failed", error=f"setup_fnc failed: {exc!r}"
+                )
+            return await run_job(
+                info,
+                session.entrypoint,
+                inner,
+                proc=proc,
+                shutdown_process_timeout=server.shutdown_process_timeout,
+                delete_room_on_close=session.delete_room_on_close,
+            )
+
+        control.subscribe(forward)
+        result: list[JobOutcome] = []
+
+        async def watch_cancel() -> None:
+            # the thread cannot be cancelled: turn our cancellation into a shutdown
+            try:
+                await trio.sleep_forever()
+            finally:
+                if not result:
+                    control.request_shutdown("job cancelled by its runner")
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_cancel)
+                result.append(await trio.to_thread.run_sync(trio.run, job_main))
+                nursery.cancel_scope.cancel()
+            return result[0]
+        except Exception as exc:
+            logger.exception("job thread failed")
+            return JobOutcome(kind=OutcomeKind.CRASHED, reason="job thread failed", error=repr(exc))
+
+    async def aclose(self) -> None:
+        return None

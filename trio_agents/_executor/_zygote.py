@@ -1,0 +1,216 @@
+"""The zygote: a fork server for job processes.
+
+Started once per worker (``python -m trio_agents._executor._zygote FD``), it
+imports trio, the library and the user's agent module (without running its
+command line), then forks a job process for each request it gets.  Forking a
+process that already imported everything takes milliseconds, and the pages
+stay shared copy-on-write.  The zygote never starts a trio run or any thread:
+a forked child starts its own ``trio.run`` from a clean slate.
+
+Protocol (SOCK_SEQPACKET, one pickled message per packet):
+  worker -> zygote: ``LoadSpec`` once, then ``Fork`` with the job socket's fd
+  zygote -> worker: ``ZygoteReady``/``ZygoteError``, ``Forked(pid)``, ``Exited(pid, status)``
+"""
+
+from __future__ import annotations
+
+import array
+import importlib
+import os
+import pickle
+import runpy
+import selectors
+import signal
+import socket
+import sys
+from typing import Any
+
+import attrs
+
+#: True while the zygote imports the user's module: ``run_app`` then does nothing.
+LOADING = False
+MAIN_NAME = "__trio_agents_main__"
+
+
+@attrs.frozen
+class Ref:
+    """Where to find a function: a module name, or a file for ``__main__``."""
+
+    module: str
+    qualname: str
+    path: str | None = None
+
+
+@attrs.frozen
+class LoadSpec:
+    sys_path: list[str]
+    cwd: str
+    entrypoint: Ref
+    setup_fnc: Ref | None
+    init_timeout: float
+    log_level: int
+    preload: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Fork:
+    pass
+
+
+@attrs.frozen
+class ZygoteReady:
+    pid: int
+
+
+@attrs.frozen
+class ZygoteError:
+    error: str
+
+
+@attrs.frozen
+class Forked:
+    pid: int
+
+
+@attrs.frozen
+class Exited:
+    pid: int
+    status: int  # as from os.waitpid: use os.waitstatus_to_exitcode
+
+
+def ref_for(fn: Any) -> Ref:
+    """A ``Ref`` that a fresh process can resolve back to ``fn``.
+
+    Raises:
+        ValueError: ``fn`` is not reachable by name (a lambda, a nested function).
+    """
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<locals>" in qualname or "<lambda>" in qualname:
+        raise ValueError(
+            f"{fn!r} must be a module-level function to run in a job process "
+            "(or use JobExecutorType.INLINE/THREAD)"
+        )
+    path = None
+    if module == "__main__":
+        main = sys.modules["__main__"]
+        path = getattr(main, "__file__", None)
+        if path is None:
+            raise ValueError("the agent's __main__ module has no file; run it as `python agent.py`")
+        path = os.path.abspath(path)
+    return Ref(module=module, qualname=qualname, path=path)
+
+
+def resolve(ref: Ref) -> Any:
+    """Import ``ref``'s module (running a ``__main__`` file under another name)."""
+    global LOADING
+    LOADING = True
+    try:
+        if ref.module == "__main__":
+            mod = sys.modules.get(MAIN_NAME)
+            if mod is None:
+                assert ref.path is not None
+                namespace = runpy.run_path(ref.path, run_name=MAIN_NAME)
+                mod = type(sys)(MAIN_NAME)
+                mod.__dict__.update(namespace)
+                sys.modules[MAIN_NAME] = mod
+        else:
+            mod = importlib.import_module(ref.module)
+    finally:
+        LOADING = False
+    obj: Any = mod
+    for part in ref.qualname.split("."):
+        obj = getattr(obj, part)
+    # unwrap what a decorator may have returned
+    return obj
+
+
+def _send(sock: socket.socket, msg: object) -> None:
+    sock.send(pickle.dumps(msg))
+
+
+def main() -> None:  # pragma: no cover - runs in its own process; tested end to end
+    from ._child import job_process_main, set_parent_death_signal
+
+    fd = int(sys.argv[1])
+    set_parent_death_signal()
+    if os.getppid() == 1:
+        sys.exit(1)
+    sock = socket.socket(fileno=fd)
+    spec = pickle.loads(sock.recv(1 << 20))
+    assert isinstance(spec, LoadSpec)
+    sys.path[:] = spec.sys_path
+    os.chdir(spec.cwd)
+    try:
+        # the heavy imports every job needs, done once here
+        importlib.import_module("trio_agents._job._context")
+        importlib.import_module("trio_agents.api")
+        for name in spec.preload:
+            importlib.import_module(name)
+        entrypoint = resolve(spec.entrypoint)
+        setup_fnc = resolve(spec.setup_fnc) if spec.setup_fnc else None
+    except BaseException as exc:
+        import traceback
+
+        _send(sock, ZygoteError(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        sys.exit(1)
+    _send(sock, ZygoteReady(os.getpid()))
+
+    # SIGCHLD -> self-pipe, so one select loop sees both requests and exits
+    rpipe, wpipe = os.pipe()
+    os.set_blocking(wpipe, False)
+    os.set_blocking(rpipe, False)
+    signal.set_wakeup_fd(wpipe)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sel = selectors.DefaultSelector()
+    sel.register(sock, selectors.EVENT_READ)
+    sel.register(rpipe, selectors.EVENT_READ)
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            _send(sock, Exited(pid, status))
+
+    while True:
+        for key, _ in sel.select():
+            if key.fd == rpipe:
+                try:
+                    while os.read(rpipe, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                reap()
+                continue
+            fds = array.array("i")
+            data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(fds.itemsize))
+            if not data:
+                sys.exit(0)  # the worker went away; children die with us (PDEATHSIG)
+            for level, kind, payload in ancdata:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+            msg = pickle.loads(data)
+            if not isinstance(msg, Fork) or not fds:
+                continue
+            job_fd = fds[0]
+            pid = os.fork()
+            if pid == 0:
+                # the job process
+                signal.set_wakeup_fd(-1)
+                sel.close()
+                os.close(rpipe)
+                os.close(wpipe)
+                sock.close()
+                job_process_main(job_fd, entrypoint, setup_fnc, spec.init_timeout, spec.log_level)
+            os.close(job_fd)
+            _send(sock, Forked(pid))
+            reap()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The job: ``JobContext`` and its nursery tree (see ``_context.py``)."""

@@ -1,0 +1,638 @@
+"""``JobContext`` and the job's nursery tree.
+
+```
+run_job()
+└── job nursery
+    ├── room task (after ctx.connect): connection + event pump
+    ├── work scope ── entrypoint(ctx)
+    │              └── participants nursery ── one scope per participant ── one task per entrypoint
+    └── (main task) waits for the first shutdown trigger, then tears down
+```
+
+Teardown (SPEC section 3) reads one deadline, ``shutdown start +
+shutdown_process_timeout``; every step runs under
+``move_on_at(deadline, shield=True)`` so that no step can outlive it and a
+cancelled caller cannot skip one.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from livekit.protocol import agent, models
+
+from .. import rtc
+from .._errors import TrioAgentsError
+from .._types import (
+    DEFAULT_PARTICIPANT_KINDS,
+    AutoSubscribe,
+    JobExecutorType,
+    JobOutcome,
+    OutcomeKind,
+    RunningJobInfo,
+)
+from ._control import JobControl
+from ._logging import install_record_factory, job_log_fields
+
+if TYPE_CHECKING:
+    from ..api import LiveKitAPI
+
+logger = logging.getLogger("trio_agents.job")
+
+#: Warn if the entrypoint neither connected nor shut down within this many seconds.
+CONNECT_WARNING_DELAY = 10.0
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "trio_agents_job_context", default=None
+)
+_in_teardown: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "trio_agents_in_teardown", default=False
+)
+
+EntrypointFn = Callable[["JobContext"], Awaitable[None]]
+ParticipantFn = Callable[["JobContext", rtc.RemoteParticipant], Awaitable[None]]
+ShutdownCallback = Callable[..., Any]
+Recorder = Callable[..., None]
+
+
+class JobShutdownError(TrioAgentsError):
+    """A wait could not complete because the job is shutting down."""
+
+
+def get_job_context() -> JobContext:
+    """The context of the job whose code is running (from any task of the job).
+
+    Raises:
+        RuntimeError: called outside a job.
+    """
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("no job is running in this context (get_job_context outside a job)")
+    return ctx
+
+
+@attrs.define(eq=False)
+class JobProcess:
+    """The process (or thread/task) a job runs in; ``setup_fnc`` fills ``userdata``."""
+
+    executor_type: JobExecutorType = JobExecutorType.INLINE
+    pid: int = attrs.field(factory=os.getpid)
+    userdata: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define(eq=False)
+class _ParticipantEntrypoint:
+    fn: ParticipantFn
+    kinds: frozenset[int]
+    after_connect: bool
+
+
+def _kinds(kind: int | Iterable[int]) -> frozenset[int]:
+    if isinstance(kind, int):
+        return frozenset({kind})
+    out = frozenset(int(k) for k in kind)
+    if not out:
+        raise ValueError("kind must name at least one participant kind")
+    return out
+
+
+def _callback_arity(cb: ShutdownCallback) -> int:
+    try:
+        params = [
+            p
+            for p in inspect.signature(cb).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        return 0
+    if len(params) > 1:
+        raise TypeError("a shutdown callback takes no argument or one (the reason)")
+    return len(params)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class JobContext:
+    """What an entrypoint gets: the job, its room, and its lifecycle controls."""
+
+    def __init__(
+        self,
+        info: RunningJobInfo,
+        *,
+        proc: JobProcess,
+        control: JobControl,
+        shutdown_process_timeout: float,
+        delete_room_on_close: bool = False,
+        recorder: Recorder | None = None,
+    ) -> None:
+        self._info = info
+        self._proc = proc
+        self._control = control
+        self._budget = shutdown_process_timeout
+        self.delete_room_on_close = delete_room_on_close
+        self._record = recorder or (lambda *a, **k: None)
+        self.room = rtc.Room()
+        self.log_context_fields: dict[str, Any] = {}
+        self.shutting_down = trio.Event()
+        # shutdown state
+        self._shutdown_reason: str | None = None
+        self._drain = False
+        self._deadline = math.inf
+        self._shutdown_started = trio.Event()
+        self._teardown_done = trio.Event()
+        # structure
+        self._nursery: trio.Nursery | None = None
+        self._participants: trio.Nursery | None = None
+        self._work_scope = trio.CancelScope()
+        self._work_done = trio.Event()
+        self._connect_lock = trio.Lock()
+        self._connected = False
+        self._auto_subscribe = AutoSubscribe.SUBSCRIBE_ALL
+        self._room_changed = trio.Event()
+        self._room_error: BaseException | None = None
+        self._entrypoints: list[_ParticipantEntrypoint] = []
+        self._participant_scopes: dict[str, trio.CancelScope] = {}
+        self._started_pairs: set[tuple[str, int]] = set()
+        self._callbacks: list[ShutdownCallback] = []
+        self._api: LiveKitAPI | None = None
+        # outcome inputs
+        self._entrypoint_error: BaseException | None = None
+        self._deadline_hit: list[str] = []
+        self._teardown_errors: list[BaseException] = []
+
+    # --- the job --------------------------------------------------------------------
+
+    @property
+    def job(self) -> agent.Job:
+        """The ``livekit.protocol.agent.Job``: id, metadata, room, agent_name, ..."""
+        return self._info.job
+
+    @property
+    def proc(self) -> JobProcess:
+        return self._proc
+
+    @property
+    def worker_id(self) -> str:
+        return self._info.worker_id
+
+    @property
+    def info(self) -> RunningJobInfo:
+        return self._info
+
+    def is_fake_job(self) -> bool:
+        return self._info.fake_job
+
+    @property
+    def api(self) -> LiveKitAPI:
+        """A ``trio_agents.api.LiveKitAPI`` with the worker's credentials (closed at teardown)."""
+        if self._api is None:
+            from ..api import LiveKitAPI
+
+            self._api = LiveKitAPI(self._info.url, self._info.api_key, self._info.api_secret)
+        return self._api
+
+    @property
+    def shutdown_reason(self) -> str | None:
+        return self._shutdown_reason
+
+    def _log_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "job_id": self.job.id,
+            "room": self.job.room.name,
+            "room_id": self.job.room.sid,
+            "agent_name": self.job.agent_name,
+        }
+        fields.update(self.log_context_fields)
+        return fields
+
+    # --- connecting -------------------------------------------------------------------
+
+    async def connect(
+        self,
+        *,
+        auto_subscribe: AutoSubscribe = AutoSubscribe.SUBSCRIBE_ALL,
+        e2ee: object | None = None,
+        rtc_config: object | None = None,
+    ) -> None:
+        """Connect ``room``.  Idempotent; later calls return once connected.
+
+        Raises:
+            rtc.ConnectError: the room could not be joined.
+            JobShutdownError: the job is already shutting down.
+        """
+        if not isinstance(auto_subscribe, AutoSubscribe):
+            raise TypeError(f"auto_subscribe must be an AutoSubscribe, not {auto_subscribe!r}")
+        async with self._connect_lock:
+            if self._connected:
+                return
+            if self._shutdown_reason is not None:
+                raise JobShutdownError(f"cannot connect: the job is shutting down ({self._shutdown_reason})")
+            assert self._nursery is not None
+            self._auto_subscribe = auto_subscribe
+            self._install_room_handlers()
+            options = rtc.RoomOptions(auto_subscribe=auto_subscribe is AutoSubscribe.SUBSCRIBE_ALL)
+            self._record("connecting")
+            await self._nursery.start(self._room_task, options)
+            self._connected = True
+            self._record("connected")
+            for p in list(self.room.remote_participants.values()):
+                self._subscribe_existing(p)
+                self._start_participant(p, present_at_connect=True)
+
+    async def _room_task(
+        self, options: rtc.RoomOptions, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        started = False
+
+        class _Status:
+            def started(self, value: object = None) -> None:
+                nonlocal started
+                started = True
+                task_status.started()
+
+        try:
+            await self.room.run(self._info.url, self._info.token, options, task_status=_Status())
+        except Exception as exc:
+            if not started:
+                raise
+            logger.error("room connection failed: %s", _describe(exc))
+            self._room_error = exc
+        finally:
+            if started:
+                self._poke()
+                self.shutdown("room disconnected")
+
+    def _install_room_handlers(self) -> None:
+        room = self.room
+
+        @room.on("participant_connected")
+        def _joined(ev: rtc.ParticipantConnected) -> None:
+            self._poke()
+            if self._connected:
+                self._start_participant(ev.participant, present_at_connect=False)
+
+        @room.on("participant_disconnected")
+        def _left(ev: rtc.ParticipantDisconnected) -> None:
+            self._poke()
+            scope = self._participant_scopes.pop(ev.participant.sid, None)
+            if scope is not None:
+                scope.cancel()
+
+        @room.on("track_published")
+        def _published(ev: rtc.TrackPublished) -> None:
+            self._maybe_subscribe(ev.publication)
+
+    def _wants(self, kind: object) -> bool:
+        mode = self._auto_subscribe
+        if mode is AutoSubscribe.AUDIO_ONLY:
+            return kind == rtc.TrackKind.KIND_AUDIO
+        if mode is AutoSubscribe.VIDEO_ONLY:
+            return kind == rtc.TrackKind.KIND_VIDEO
+        return False
+
+    def _maybe_subscribe(self, publication: rtc.RemoteTrackPublication) -> None:
+        if self._auto_subscribe in (AutoSubscribe.AUDIO_ONLY, AutoSubscribe.VIDEO_ONLY):
+            if self._wants(publication.kind) and not publication.subscribed:
+                publication.set_subscribed(True)
+
+    def _subscribe_existing(self, participant: rtc.RemoteParticipant) -> None:
+        for pub in list(participant.track_publications.values()):
+            self._maybe_subscribe(pub)
+
+    def _poke(self) -> None:
+        self._room_changed.set()
+        self._room_changed = trio.Event()
+
+    # --- participants -------------------------------------------------------------------
+
+    def add_participant_entrypoint(
+        self, entrypoint_fnc: ParticipantFn, *, kind: int | Iterable[int] = DEFAULT_PARTICIPANT_KINDS
+    ) -> None:
+        """Run ``entrypoint_fnc(ctx, participant)`` once per matching participant.
+
+        Registered before ``connect()``: runs for participants present at connect
+        and every later joiner.  Registered after: later joiners only.  Each run
+        is a task of the job; it is cancelled when its participant leaves or the
+        job shuts down, and an exception in it is logged and stops nothing else.
+
+        Raises:
+            ValueError: ``entrypoint_fnc`` is already registered.
+        """
+        if not inspect.iscoroutinefunction(entrypoint_fnc):
+            raise TypeError("a participant entrypoint must be an async function (ctx, participant)")
+        if any(e.fn is entrypoint_fnc for e in self._entrypoints):
+            raise ValueError(f"participant entrypoint {entrypoint_fnc.__qualname__} is already registered")
+        self._entrypoints.append(
+            _ParticipantEntrypoint(entrypoint_fnc, _kinds(kind), after_connect=self._connected)
+        )
+
+    def _start_participant(self, participant: rtc.RemoteParticipant, *, present_at_connect: bool) -> None:
+        if self._participants is None or self._shutdown_reason is not None:
+            return
+        for index, ep in enumerate(self._entrypoints):
+            if int(participant.kind) not in ep.kinds:
+                continue
+            if present_at_connect and ep.after_connect:
+                continue
+            key = (participant.sid, index)
+            if key in self._started_pairs:
+                continue
+            self._started_pairs.add(key)
+            scope = self._participant_scopes.get(participant.sid)
+            if scope is None:
+                scope = self._participant_scopes[participant.sid] = trio.CancelScope()
+            self._participants.start_soon(self._run_participant, ep, participant, scope)
+
+    async def _run_participant(
+        self, ep: _ParticipantEntrypoint, participant: rtc.RemoteParticipant, scope: trio.CancelScope
+    ) -> None:
+        self._record("participant_entrypoint_started", participant.identity, ep.fn.__qualname__)
+        with scope:
+            try:
+                await ep.fn(self, participant)
+            except Exception as exc:
+                logger.exception(
+                    "participant entrypoint %s failed for %s (job %s)",
+                    ep.fn.__qualname__,
+                    participant.identity,
+                    self.job.id,
+                    extra={"participant_identity": participant.identity},
+                )
+                self._record("participant_entrypoint_failed", participant.identity, _describe(exc))
+                return
+        self._record("participant_entrypoint_ended", participant.identity, ep.fn.__qualname__)
+
+    async def wait_for_participant(
+        self, *, identity: str | None = None, kind: int | Iterable[int] = DEFAULT_PARTICIPANT_KINDS
+    ) -> rtc.RemoteParticipant:
+        """The first remote participant matching ``identity`` and ``kind``.
+
+        Connects the room first if needed.
+
+        Raises:
+            JobShutdownError: the room disconnected or the job shut down first.
+        """
+        kinds = _kinds(kind)
+        await self.connect()
+        while True:
+            for p in self.room.remote_participants.values():
+                if (identity is None or p.identity == identity) and int(p.kind) in kinds:
+                    return p
+            if self._shutdown_reason is not None or not self.room.isconnected():
+                raise JobShutdownError(
+                    "no matching participant joined before the job ended "
+                    f"({self._shutdown_reason or 'room disconnected'})"
+                )
+            await self._room_changed.wait()
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    def add_shutdown_callback(self, callback: ShutdownCallback) -> None:
+        """Run ``callback()`` or ``callback(reason)`` (sync or async) once, during teardown."""
+        if not callable(callback):
+            raise TypeError("a shutdown callback must be callable")
+        _callback_arity(callback)
+        self._callbacks.append(callback)
+
+    def shutdown(self, reason: str = "user requested", *, drain: bool = False) -> None:
+        """Start shutting the job down.  Never blocks; idempotent; the first reason wins."""
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be a str, not {type(reason).__name__}")
+        if self._shutdown_reason is not None:
+            return
+        self._shutdown_reason = reason
+        self._drain = drain
+        self._deadline = trio.current_time() + self._budget
+        self.shutting_down.set()
+        self._shutdown_started.set()
+        self._poke()
+        self._record("shutdown", reason)
+        logger.info("job shutting down: %s", reason)
+
+    async def aclose(self, reason: str = "user requested") -> None:
+        """Shut down now (no drain) and wait for the teardown to finish.
+
+        Called from the entrypoint or a participant task it does not return
+        normally: the caller is cancelled with the rest of the job's work.
+        """
+        self.shutdown(reason)
+        if _in_teardown.get():
+            return
+        await self._teardown_done.wait()
+
+    async def delete_room(self) -> None:
+        """Delete this job's room (RoomService.DeleteRoom); "not found" is success."""
+        if self.is_fake_job():
+            return
+        from livekit.api import TwirpError
+        from livekit.protocol.room import DeleteRoomRequest
+
+        try:
+            await self.api.room.delete_room(DeleteRoomRequest(room=self.job.room.name))
+        except TwirpError as exc:
+            if exc.code != "not_found":
+                raise
+
+    # --- the tree ------------------------------------------------------------------------
+
+    async def _run(self, entrypoint: EntrypointFn) -> JobOutcome:
+        install_record_factory()
+        token = _current.set(self)
+        fields_token = job_log_fields.set(self._log_fields)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._work, entrypoint)
+                if not self.is_fake_job():
+                    nursery.start_soon(self._connect_warning)
+                self._control.subscribe(self._on_control)
+                self._on_control()
+                cancelled: trio.Cancelled | None = None
+                try:
+                    await self._shutdown_started.wait()
+                except trio.Cancelled as exc:
+                    # our runner was cancelled: still a full, bounded teardown
+                    cancelled = exc
+                    self.shutdown("job cancelled by its runner")
+                with trio.CancelScope(shield=True):
+                    outcome = await self._teardown()
+                self._control.finish(outcome)
+                nursery.cancel_scope.cancel()
+                if cancelled is not None:
+                    raise cancelled
+            return outcome
+        finally:
+            job_log_fields.reset(fields_token)
+            _current.reset(token)
+            self._teardown_done.set()
+
+    def _on_control(self) -> None:
+        if self._control.draining:
+            self.shutting_down.set()
+        if self._control.shutdown_requested:
+            self.shutdown(self._control.shutdown_reason or "shutdown requested")
+
+    async def _connect_warning(self) -> None:
+        await trio.sleep(CONNECT_WARNING_DELAY)
+        if not self._connected and self._shutdown_reason is None:
+            logger.warning(
+                "the job has neither connected to its room nor shut down %.0f s after it started; "
+                "did the entrypoint forget `await ctx.connect()`?",
+                CONNECT_WARNING_DELAY,
+            )
+
+    async def _work(self, entrypoint: EntrypointFn) -> None:
+        try:
+            with self._work_scope:
+                async with trio.open_nursery() as participants:
+                    self._participants = participants
+                    self._record("entrypoint_started")
+                    try:
+                        await entrypoint(self)
+                    except Exception as exc:
+                        if self._shutdown_reason is None:
+                            self._entrypoint_error = exc
+                            logger.exception("the entrypoint of job %s raised", self.job.id)
+                            self._record("entrypoint_failed", _describe(exc))
+                            self.shutdown(f"entrypoint raised {type(exc).__name__}")
+                        else:
+                            logger.warning("the entrypoint raised during shutdown: %s", _describe(exc))
+                        return
+                    self._record("entrypoint_returned")
+                    # Returning does not end the job: participant tasks go on.
+                    await trio.sleep_forever()
+        finally:
+            self._participants = None
+            self._work_done.set()
+
+    async def _step(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        """One teardown step: bounded by the deadline and shielded; errors recorded."""
+        with trio.move_on_at(self._deadline, shield=True) as scope:
+            try:
+                await fn()
+            except Exception as exc:
+                logger.error("teardown step %s failed: %s", name, _describe(exc))
+                self._teardown_errors.append(exc)
+        if scope.cancelled_caught:
+            logger.error("teardown step %s was cut off at the deadline", name)
+            self._deadline_hit.append(name)
+        self._record("phase_done", name)
+
+    async def _teardown(self) -> JobOutcome:
+        token = _in_teardown.set(True)
+        try:
+            # 2. drain pending outbound work
+            if self._drain and self._connected and self.room.isconnected():
+                await self._step("drain", self.room.local_participant.wait_for_outbound)
+            # 3. cancel the work scope and let it unwind
+            self._work_scope.cancel()
+            await self._step("cancel_work", self._work_done.wait)
+            # 4. room deletion, then disconnect
+            if self.delete_room_on_close and self._connected:
+                await self._step("delete_room", self.delete_room)
+            if self._connected:
+                await self._step("disconnect", self.room.disconnect)
+            # 5. every shutdown callback, concurrently
+            if self._callbacks:
+                await self._step("callbacks", self._run_callbacks)
+            if self._api is not None:
+                await self._step("close_api", self._api.aclose)
+        finally:
+            _in_teardown.reset(token)
+        return self._outcome()
+
+    async def _run_callbacks(self) -> None:
+        reason = self._shutdown_reason or ""
+        errors: list[Exception] = []
+
+        async def run_one(cb: ShutdownCallback) -> None:
+            name = getattr(cb, "__qualname__", repr(cb))
+            try:
+                result = cb(reason) if _callback_arity(cb) == 1 else cb()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                errors.append(exc)
+                self._record("callback_failed", name, _describe(exc))
+                return
+            self._record("callback_done", name)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for cb in self._callbacks:
+                    nursery.start_soon(run_one, cb)
+        finally:
+            if errors:
+                group = ExceptionGroup(f"{len(errors)} shutdown callback(s) failed", errors)
+                logger.error("shutdown callbacks failed", exc_info=group)
+                self._teardown_errors.extend(errors)
+
+    def _outcome(self) -> JobOutcome:
+        reason = self._shutdown_reason or ""
+        teardown = tuple(_describe(e) for e in self._teardown_errors)
+        if self._entrypoint_error is not None:
+            return JobOutcome(
+                kind=OutcomeKind.ERROR,
+                reason=reason,
+                error=f"entrypoint raised {_describe(self._entrypoint_error)}",
+                teardown_errors=teardown,
+            )
+        if self._deadline_hit:
+            return JobOutcome(
+                kind=OutcomeKind.DEADLINE,
+                reason=reason,
+                error=(
+                    f"teardown exceeded shutdown_process_timeout={self._budget:g}s "
+                    f"in: {', '.join(self._deadline_hit)}"
+                ),
+                teardown_errors=teardown,
+            )
+        return JobOutcome(kind=OutcomeKind.CLEAN, reason=reason, teardown_errors=teardown)
+
+
+async def run_job(
+    info: RunningJobInfo,
+    entrypoint: EntrypointFn,
+    control: JobControl,
+    *,
+    proc: JobProcess | None = None,
+    shutdown_process_timeout: float = 10.0,
+    delete_room_on_close: bool = False,
+    recorder: Recorder | None = None,
+) -> JobOutcome:
+    """Run one job as a nursery tree and return how it ended.
+
+    The job ends on the first trigger of SPEC section 2: ``ctx.shutdown()``,
+    the room disconnecting, ``control.request_shutdown`` (server termination,
+    worker shutdown), the entrypoint raising, or cancellation of the caller.
+    The entrypoint returning is not one of them.
+    """
+    ctx = JobContext(
+        info,
+        proc=proc or JobProcess(),
+        control=control,
+        shutdown_process_timeout=shutdown_process_timeout,
+        delete_room_on_close=delete_room_on_close,
+        recorder=recorder,
+    )
+    try:
+        return await ctx._run(entrypoint)
+    except trio.Cancelled:
+        raise
+    except BaseException as exc:  # pragma: no cover - a bug in the tree itself
+        outcome = JobOutcome(kind=OutcomeKind.CRASHED, reason="job runner failed", error=_describe(exc))
+        control.finish(outcome)
+        raise
+
+
+__all__: Sequence[str] = ["JobContext", "JobProcess", "JobShutdownError", "get_job_context", "run_job"]

@@ -1,0 +1,771 @@
+"""``AgentServer``: the agent worker, as one trio nursery tree.
+
+```
+run()
+└── service nursery
+    ├── connection loop: websocket, register, reader/writer/timers, reconnect
+    ├── load sampler (every 0.5 s)
+    ├── health server (optional)
+    ├── signal watcher (first signal drains, second exits)
+    └── jobs nursery ── one task per job (executor.run -> outcome -> status)
+```
+
+Jobs live in their own nursery, beside the connection: a dropped websocket
+reconnects without touching them, and their final status is queued until a
+connection can carry it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import attrs
+import trio
+from livekit import api as lkapi
+from livekit.protocol import agent
+
+from .. import protocol
+from .._errors import ConnectFailed, ConnectionClosed, HandshakeRejected, TrioAgentsError
+from .._health import health_app
+from .._http import serve_tcp
+from .._load import CPULoad
+from .._transport import MessageStream, open_websocket, websocket_base_url
+from .._types import (
+    JobAcceptArguments,
+    JobExecutorType,
+    JobOutcome,
+    OutcomeKind,
+    RunningJobInfo,
+    ServerType,
+    WorkerPermissions,
+)
+from .._version import __version__
+from .._job._control import JobControl
+from ._request import AssignmentTimeoutError, JobRequest
+
+logger = logging.getLogger("trio_agents.worker")
+
+#: How long ``on_request`` may take to answer (the server waits 10 s).
+REQUEST_ANSWER_TIMEOUT = 8.0
+#: How long the server may take to answer ``register``.
+REGISTER_RESPONSE_TIMEOUT = 10.0
+LOAD_INTERVAL = 0.5
+
+EntrypointFn = Callable[[Any], Awaitable[None]]
+RequestFn = Callable[[JobRequest], Awaitable[None]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class WorkerError(TrioAgentsError):
+    """The worker cannot go on (bad credentials, server unreachable after retries)."""
+
+
+@attrs.define
+class RtcSession:
+    """What ``@server.rtc_session`` registered."""
+
+    entrypoint: EntrypointFn
+    agent_name: str
+    server_type: ServerType
+    on_request: RequestFn | None
+    delete_room_on_close: bool
+
+
+@attrs.define(eq=False)
+class _Job:
+    info: RunningJobInfo
+    control: JobControl
+    status_sent: bool = False
+
+
+class AgentServer:
+    """An agent worker: registers with LiveKit, takes jobs and runs them.
+
+    Arguments are those of SPEC section 1; ``None`` means "from the
+    environment" for ``ws_url``/``api_key``/``api_secret`` and "the mode's
+    default" for ``load_threshold`` and ``num_idle_processes``.  ``port=None``
+    disables the health server.
+    """
+
+    def __init__(
+        self,
+        ws_url: str | None = None,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        *,
+        setup_fnc: Callable[[Any], Any] | None = None,
+        load_fnc: Callable[[], float] | None = None,
+        load_threshold: float | None = None,
+        job_executor_type: JobExecutorType = JobExecutorType.PROCESS,
+        num_idle_processes: int | None = None,
+        initialize_process_timeout: float = 10.0,
+        shutdown_process_timeout: float = 10.0,
+        drain_timeout: float = 1800.0,
+        job_memory_warn_mb: float = 500,
+        job_memory_limit_mb: float = 0,
+        permissions: WorkerPermissions | None = None,
+        max_retry: int = 16,
+        host: str = "127.0.0.1",
+        port: int | None = 8081,
+    ) -> None:
+        if not isinstance(job_executor_type, JobExecutorType):
+            raise TypeError(
+                f"job_executor_type must be a JobExecutorType, not {job_executor_type!r}"
+            )
+        for name, value in (
+            ("initialize_process_timeout", initialize_process_timeout),
+            ("shutdown_process_timeout", shutdown_process_timeout),
+            ("drain_timeout", drain_timeout),
+        ):
+            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if load_threshold is not None and not (load_threshold > 0):
+            raise ValueError(f"load_threshold must be > 0, got {load_threshold!r}")
+        if num_idle_processes is not None and num_idle_processes < 0:
+            raise ValueError(f"num_idle_processes must be >= 0, got {num_idle_processes!r}")
+        if max_retry < 0:
+            raise ValueError(f"max_retry must be >= 0, got {max_retry!r}")
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535 or None, got {port!r}")
+        if load_fnc is not None and not callable(load_fnc):
+            raise TypeError("load_fnc must be callable")
+        if setup_fnc is not None and not callable(setup_fnc):
+            raise TypeError("setup_fnc must be callable")
+        self.ws_url = ws_url
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.setup_fnc = setup_fnc
+        self.load_fnc = load_fnc
+        self.load_threshold = load_threshold
+        self.job_executor_type = job_executor_type
+        self.num_idle_processes = num_idle_processes
+        self.initialize_process_timeout = float(initialize_process_timeout)
+        self.shutdown_process_timeout = float(shutdown_process_timeout)
+        self.drain_timeout = float(drain_timeout)
+        self.job_memory_warn_mb = job_memory_warn_mb
+        self.job_memory_limit_mb = job_memory_limit_mb
+        self.permissions = permissions or WorkerPermissions()
+        self.max_retry = max_retry
+        self.host = host
+        self.port = port
+        #: Development mode (``run_app dev``): no load limit, no idle processes.
+        self.devmode = False
+
+        self._session: RtcSession | None = None
+        self._running = False
+        # run-time state
+        self.worker_id: str | None = None
+        self.health_port: int | None = None
+        self._jobs: dict[str, _Job] = {}
+        self._unreported: dict[str, protocol.UpdateJobStatus] = {}
+        self._reserved = 0
+        self._load = 0.0
+        self._draining = False
+        self._connection_failed: str | None = None
+        self._conn: protocol.Connection | None = None
+        self._send_channel: trio.MemorySendChannel[bytes] | None = None
+        self._pending_assignments: dict[str, trio.MemorySendChannel[protocol.Event | None]] = {}
+        self._close_requested = trio.Event()
+        self._registered = trio.Event()
+        self._closed = trio.Event()
+        self._jobs_changed = _LazyEvent()
+        self._jobs_nursery: trio.Nursery | None = None
+        self._executor: Any = None
+        self._hard_exit: Callable[[int], None] = os._exit
+
+    # --- configuration ------------------------------------------------------------
+
+    def rtc_session(
+        self,
+        func: EntrypointFn | None = None,
+        *,
+        agent_name: str | None = None,
+        type: ServerType = ServerType.ROOM,
+        on_request: RequestFn | None = None,
+        delete_room_on_close: bool = False,
+    ) -> Any:
+        """Register the job entrypoint: ``async def entrypoint(ctx: JobContext)``.
+
+        Use as ``@server.rtc_session(agent_name="my-agent")`` or
+        ``@server.rtc_session``.  ``agent_name=""`` (the default, unless
+        ``LIVEKIT_AGENT_NAME`` is set) means automatic dispatch; a name means
+        explicit dispatch only.  Only one session per server.
+        """
+        if self._session is not None:
+            raise RuntimeError("an AgentServer takes exactly one rtc_session; one is registered already")
+        if agent_name is None:
+            agent_name = os.environ.get("LIVEKIT_AGENT_NAME", "")
+        if not isinstance(agent_name, str):
+            raise TypeError(f"agent_name must be a str, not {type(agent_name).__name__}")
+        if not isinstance(type, ServerType):
+            raise TypeError(f"type must be a ServerType, not {type!r}")
+        if on_request is not None and not inspect.iscoroutinefunction(on_request):
+            raise TypeError("on_request must be an async function taking a JobRequest")
+
+        def register(fn: EntrypointFn) -> EntrypointFn:
+            if not inspect.iscoroutinefunction(fn):
+                raise TypeError("the rtc_session entrypoint must be an async function")
+            if self._session is not None:
+                raise RuntimeError("an AgentServer takes exactly one rtc_session")
+            self._session = RtcSession(
+                entrypoint=fn,
+                agent_name=agent_name,
+                server_type=type,
+                on_request=on_request,
+                delete_room_on_close=delete_room_on_close,
+            )
+            return fn
+
+        if func is not None:
+            return register(func)
+        return register
+
+    @property
+    def session(self) -> RtcSession:
+        if self._session is None:
+            raise RuntimeError("no entrypoint: decorate one with @server.rtc_session(...)")
+        return self._session
+
+    @property
+    def agent_name(self) -> str:
+        return self._session.agent_name if self._session else ""
+
+    def _resolve(self) -> tuple[str, str, str]:
+        url = self.ws_url or os.environ.get("LIVEKIT_URL")
+        key = self.api_key or os.environ.get("LIVEKIT_API_KEY")
+        secret = self.api_secret or os.environ.get("LIVEKIT_API_SECRET")
+        missing = [
+            n
+            for n, v in (("ws_url (LIVEKIT_URL)", url), ("api_key (LIVEKIT_API_KEY)", key),
+                         ("api_secret (LIVEKIT_API_SECRET)", secret))
+            if not v
+        ]
+        if missing:
+            raise WorkerError("missing configuration: " + ", ".join(missing))
+        assert url and key and secret
+        try:
+            url = websocket_base_url(url)
+        except ValueError as exc:
+            raise WorkerError(f"bad ws_url: {exc}") from None
+        return url, key, secret
+
+    @property
+    def effective_load_threshold(self) -> float:
+        if self.load_threshold is not None:
+            return self.load_threshold
+        return math.inf if self.devmode else 0.7
+
+    # --- state for health / tests -------------------------------------------------
+
+    @property
+    def active_jobs(self) -> list[RunningJobInfo]:
+        return [j.info for j in self._jobs.values()]
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def worker_info(self) -> dict[str, Any]:
+        return {
+            "agent_name": self.agent_name,
+            "worker_id": self.worker_id,
+            "worker_type": self._session.server_type.name if self._session else None,
+            "active_jobs": len(self._jobs),
+            "job_ids": sorted(self._jobs),
+            "worker_load": self._load,
+            "status": "WS_FULL" if self._is_full() else "WS_AVAILABLE",
+            "draining": self._draining,
+            "sdk_version": __version__,
+            "protocol_version": 1,
+        }
+
+    def _health(self) -> tuple[bool, str]:
+        if self._connection_failed:
+            return False, f"failed to connect to livekit: {self._connection_failed}"
+        return True, "OK"
+
+    async def wait_registered(self) -> str:
+        """Wait until registered with the server (the first time); return the worker id."""
+        await self._registered.wait()
+        assert self.worker_id is not None
+        return self.worker_id
+
+    # --- running --------------------------------------------------------------------
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool | None = None,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run the worker until ``aclose()``/``drain()`` finish or a signal drains it.
+
+        ``handle_signals`` (default: when called from the main thread) makes the
+        first SIGTERM/SIGINT drain and the second exit the process at once.
+
+        Raises:
+            WorkerError: bad configuration, rejected credentials, or the server
+                stayed unreachable for ``max_retry`` attempts.
+        """
+        if self._running:
+            raise RuntimeError("this AgentServer is already running")
+        session = self.session
+        url, key, secret = self._resolve()
+        self._running = True
+        self._close_requested = trio.Event()
+        self._registered = trio.Event()
+        self._closed = trio.Event()
+        self._draining = False
+        self._connection_failed = None
+        if handle_signals is None:
+            handle_signals = threading.current_thread() is threading.main_thread()
+        from .._executor import make_executor
+
+        self._executor = make_executor(self)
+        load_fnc = self.load_fnc or CPULoad()
+        try:
+            async with trio.open_nursery() as service:
+                if self.port is not None:
+                    app = health_app(self._health, self.worker_info)
+                    self.health_port = await service.start(serve_tcp, app, self.host, self.port)
+                    logger.info("health server listening on http://%s:%d", self.host, self.health_port)
+                if handle_signals:
+                    await service.start(self._watch_signals, service)
+                service.start_soon(self._sample_load, load_fnc)
+                await self._executor.start(service)
+                service.start_soon(self._connection_loop, url, key, secret, session)
+                task_status.started()
+                async with trio.open_nursery() as jobs:
+                    self._jobs_nursery = jobs
+                    await self._close_requested.wait()
+                    await self._shutdown_jobs()
+                await self._flush_statuses()
+                service.cancel_scope.cancel()
+        except* WorkerError as group:
+            raise group.exceptions[0] from None
+        finally:
+            self._running = False
+            self._closed.set()
+            if self._executor is not None:
+                with trio.CancelScope(shield=True):
+                    await self._executor.aclose()
+
+    async def aclose(self) -> None:
+        """Stop now: shut every job down within its budget, then return from ``run``."""
+        self._request_close()
+        await self._closed.wait()
+
+    def _request_close(self) -> None:
+        self._close_requested.set()
+
+    async def drain(self, timeout: float | None = None) -> None:
+        """Stop taking jobs, let running jobs end (at most ``timeout``, default
+        ``drain_timeout``), then shut down the rest with their budget and close."""
+        timeout = self.drain_timeout if timeout is None else timeout
+        self._start_draining()
+        with trio.move_on_after(timeout) as scope:
+            await self._wait_idle()
+        if scope.cancelled_caught:
+            logger.warning("drain timed out after %.1f s; shutting down %d jobs", timeout, len(self._jobs))
+        await self.aclose()
+
+    def _start_draining(self) -> None:
+        if self._draining:
+            return
+        self._draining = True
+        logger.info("draining: no new jobs; %d running", len(self._jobs))
+        self._send_status()
+        for job in self._jobs.values():
+            job.control.notify_draining()
+
+    async def _wait_idle(self) -> None:
+        while self._jobs or self._reserved:
+            await self._jobs_changed.wait()
+
+    async def _shutdown_jobs(self) -> None:
+        for job in list(self._jobs.values()):
+            job.control.request_shutdown("worker shutting down")
+        # Each job bounds its own teardown; the extra second covers reporting.
+        with trio.move_on_after(self.shutdown_process_timeout + 1.0):
+            await self._wait_idle()
+
+    async def _flush_statuses(self) -> None:
+        """Give queued final statuses a bounded chance to reach the server."""
+        with trio.move_on_after(2.0):
+            while self._unreported and self._conn is not None:
+                await self._jobs_changed.wait()
+        if self._unreported:
+            logger.warning("%d final job statuses could not be sent", len(self._unreported))
+
+    async def _watch_signals(
+        self, nursery: trio.Nursery, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            task_status.started()
+            count = 0
+            async for signum in signals:
+                count += 1
+                if count == 1:
+                    logger.info(
+                        "%s received: draining (send it again to exit now)",
+                        signal.Signals(signum).name,
+                    )
+                    self._start_draining()
+                    nursery.start_soon(self._drain_then_close)
+                else:
+                    logger.warning("second %s: exiting now", signal.Signals(signum).name)
+                    logging.shutdown()
+                    self._hard_exit(1)
+
+    async def _drain_then_close(self) -> None:
+        with trio.move_on_after(self.drain_timeout) as scope:
+            await self._wait_idle()
+        if scope.cancelled_caught:
+            logger.warning("drain timed out; shutting down %d jobs", len(self._jobs))
+        self._request_close()
+
+    async def _sample_load(self, load_fnc: Callable[[], float]) -> None:
+        while True:
+            try:
+                value = float(load_fnc())
+            except Exception:
+                logger.exception("load_fnc failed; keeping the last load")
+            else:
+                self._load = value if math.isfinite(value) else 1.0
+            await trio.sleep(LOAD_INTERVAL)
+
+    def _is_full(self) -> bool:
+        if self._draining:
+            return True
+        active = len(self._jobs)
+        if self._reserved:
+            per_job = self._load / active if active else self.effective_load_threshold / max(
+                self.num_idle_processes or 1, 1
+            )
+            if not math.isfinite(per_job):
+                per_job = 0.0
+            return self._load + self._reserved * per_job >= self.effective_load_threshold
+        return self._load >= self.effective_load_threshold
+
+    # --- the websocket --------------------------------------------------------------
+
+    async def _connection_loop(self, url: str, key: str, secret: str, session: RtcSession) -> None:
+        retry = 0
+        while True:
+            self._registered_this_attempt = False
+            try:
+                token = (
+                    lkapi.AccessToken(key, secret)
+                    .with_grants(lkapi.VideoGrants(agent=True))
+                    .to_jwt()
+                )
+                async with open_websocket(
+                    url, "/agent", headers={"Authorization": f"Bearer {token}"}
+                ) as ws:
+                    await self._run_session(ws, session)
+                reason = "the server closed the connection"
+            except HandshakeRejected as exc:
+                if exc.status in (401, 403):
+                    self._connection_failed = str(exc)
+                    raise WorkerError(
+                        f"the server at {url} rejected the credentials "
+                        f"(api key {key!r}): {exc.body or exc}"
+                    ) from None
+                reason = str(exc)
+            except (
+                ConnectFailed,
+                ConnectionClosed,
+                protocol.RemoteProtocolError,
+                _RegisterTimeout,
+            ) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            if self._registered_this_attempt:
+                retry = 0
+            if retry >= self.max_retry:
+                self._connection_failed = reason
+                raise WorkerError(
+                    f"failed to connect to livekit at {url} after {retry + 1} attempts: {reason}"
+                )
+            delay = min(retry * 2, 10)
+            logger.warning("worker connection lost (%s); retrying in %d s", reason, delay)
+            await trio.sleep(delay)
+            retry += 1
+
+    _registered_this_attempt = False
+
+    async def _run_session(self, ws: MessageStream, session: RtcSession) -> None:
+        conn = protocol.Connection(protocol.Role.WORKER, clock=trio.current_time)
+        await ws.send_message(
+            conn.send(
+                protocol.Register(
+                    agent_name=session.agent_name,
+                    job_type=int(session.server_type),  # type: ignore[arg-type]
+                    version=__version__,
+                    permissions=self.permissions.to_proto(),
+                )
+            )
+        )
+        with trio.move_on_after(REGISTER_RESPONSE_TIMEOUT) as scope:
+            while True:
+                event = conn.receive_message(await ws.get_message())
+                if isinstance(event, protocol.Registered):
+                    break
+        if scope.cancelled_caught:
+            raise _RegisterTimeout(f"no register response within {REGISTER_RESPONSE_TIMEOUT} s")
+        self.worker_id = event.worker_id
+        self._registered_this_attempt = True
+        logger.info(
+            "registered worker %s (agent_name=%r, server %s)",
+            event.worker_id, session.agent_name, event.server_info.version,
+        )
+        send_ch, recv_ch = trio.open_memory_channel[bytes](math.inf)
+        self._conn = conn
+        self._send_channel = send_ch
+        # re-announce jobs that outlived the previous connection, then their news
+        carried = sorted(set(self._jobs) | set(self._unreported))
+        if carried:
+            self._send(protocol.MigrateJob(job_ids=tuple(carried)))
+        for job_id, job in self._jobs.items():
+            self._send(protocol.UpdateJobStatus(job_id=job_id, status=agent.JS_RUNNING))
+            job.status_sent = True
+        for update in list(self._unreported.values()):
+            self._send_final(update)
+        self._send_status()
+        self._registered.set()
+        wake = _LazyEvent()
+
+        async def writer() -> None:
+            async for data in recv_ch:
+                await ws.send_message(data)
+
+        async def timers() -> None:
+            while True:
+                deadline = conn.next_deadline()
+                with trio.move_on_at(deadline):
+                    await wake.wait()
+                    continue
+                for ev in conn.handle_timer(trio.current_time()):
+                    if isinstance(ev, protocol.StatusDue):
+                        self._send_status()
+                    elif isinstance(ev, protocol.AssignmentTimeout):
+                        ch = self._pending_assignments.get(ev.job_id)
+                        if ch is not None:
+                            ch.send_nowait(ev)
+
+        error: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer)
+                nursery.start_soon(timers)
+                while True:
+                    raw = await ws.get_message()
+                    if isinstance(raw, str):
+                        logger.warning("ignoring a text frame from the server")
+                        continue
+                    try:
+                        event = conn.receive_message(raw)
+                    except protocol.RemoteProtocolError as exc:
+                        logger.error(
+                            "malformed message from the server (%s); resetting the connection; "
+                            "running jobs are not affected",
+                            exc,
+                        )
+                        raise
+                    wake.set()
+                    if event is not None:
+                        self._dispatch(event, nursery)
+        except* (ConnectionClosed, protocol.RemoteProtocolError) as group:
+            error = group.exceptions[0]  # type: ignore[assignment]
+        finally:
+            self._conn = None
+            self._send_channel = None
+            for ch in list(self._pending_assignments.values()):
+                ch.send_nowait(None)
+        if error is not None:
+            raise error
+
+    def _dispatch(self, event: protocol.Event, nursery: trio.Nursery) -> None:
+        match event:
+            case protocol.AvailabilityRequest():
+                nursery.start_soon(self._answer_availability, event.job)
+            case protocol.JobAssignment():
+                ch = self._pending_assignments.get(event.job.id)
+                if ch is not None:
+                    ch.send_nowait(event)
+                else:
+                    # we gave up waiting; tell the server so both sides agree
+                    logger.warning("job %s was assigned after the assignment timeout", event.job.id)
+                    self._send_final(
+                        protocol.UpdateJobStatus(
+                            job_id=event.job.id, status=agent.JS_FAILED,
+                            error="assignment arrived after the worker's timeout",
+                        )
+                    )
+            case protocol.JobTermination():
+                job = self._jobs.get(event.job_id)
+                if job is not None:
+                    logger.info("server terminated job %s", event.job_id)
+                    job.control.request_shutdown("job terminated by the server")
+            case protocol.Pong() | protocol.Registered():
+                pass
+
+    def _send(self, event: protocol.Event) -> bool:
+        """Send now if connected; False if there is no connection."""
+        conn, ch = self._conn, self._send_channel
+        if conn is None or ch is None:
+            return False
+        ch.send_nowait(conn.send(event))
+        return True
+
+    def _send_status(self) -> None:
+        if self._draining:
+            ev = protocol.UpdateWorkerStatus(status=agent.WS_FULL, job_count=len(self._jobs))
+        else:
+            ev = protocol.UpdateWorkerStatus(
+                status=agent.WS_FULL if self._is_full() else agent.WS_AVAILABLE,
+                load=self._load,
+                job_count=len(self._jobs),
+            )
+        self._send(ev)
+
+    def _send_final(self, update: protocol.UpdateJobStatus) -> None:
+        self._unreported[update.job_id] = update
+        if self._send(update):
+            self._unreported.pop(update.job_id, None)
+        self._jobs_changed.set()
+
+    # --- availability and launch ------------------------------------------------------
+
+    async def _answer_availability(self, job: agent.Job) -> None:
+        session = self.session
+        if self._is_full():
+            self._send(protocol.Availability(job_id=job.id, available=False))
+            return
+        self._reserved += 1
+        try:
+            assignment: list[protocol.JobAssignment] = []
+            args_box: list[JobAcceptArguments] = []
+
+            async def on_accept(args: JobAcceptArguments) -> None:
+                ch_send, ch_recv = trio.open_memory_channel[protocol.Event | None](1)
+                self._pending_assignments[job.id] = ch_send
+                try:
+                    if not self._send(
+                        protocol.Availability(
+                            job_id=job.id,
+                            available=True,
+                            participant_identity=args.identity,
+                            participant_name=args.name,
+                            participant_metadata=args.metadata,
+                            participant_attributes=args.attributes,
+                        )
+                    ):
+                        raise ConnectionClosed("worker connection lost before accepting")
+                    result = await ch_recv.receive()
+                finally:
+                    self._pending_assignments.pop(job.id, None)
+                if not isinstance(result, protocol.JobAssignment):
+                    raise AssignmentTimeoutError(f"job {job.id} was accepted but never assigned")
+                assignment.append(result)
+                args_box.append(args)
+
+            async def on_reject(terminate: bool) -> None:
+                self._send(protocol.Availability(job_id=job.id, available=False, terminate=terminate))
+
+            req = JobRequest(job, on_accept=on_accept, on_reject=on_reject, agent_name=session.agent_name)
+            handler = session.on_request or _default_on_request
+            with trio.move_on_after(REQUEST_ANSWER_TIMEOUT) as scope:
+                try:
+                    await handler(req)
+                except AssignmentTimeoutError:
+                    logger.warning("job %s: assignment timed out", job.id)
+                    return
+                except Exception:
+                    logger.exception("on_request raised for job %s", job.id)
+            if scope.cancelled_caught and req.answer is None:
+                logger.warning("on_request did not answer job %s within %.1f s", job.id, REQUEST_ANSWER_TIMEOUT)
+            if req.answer is None:
+                self._send(protocol.Availability(job_id=job.id, available=False, terminate=False))
+                return
+            if assignment:
+                a = assignment[0]
+                info = RunningJobInfo(
+                    job=a.job,
+                    url=a.url or self._resolve()[0],
+                    token=a.token,
+                    worker_id=self.worker_id or "",
+                    accept_arguments=args_box[0],
+                    api_key=self._resolve()[1],
+                    api_secret=self._resolve()[2],
+                )
+                self._launch(info)
+        finally:
+            self._reserved -= 1
+            self._jobs_changed.set()
+
+    def _launch(self, info: RunningJobInfo) -> None:
+        control = JobControl()
+        job = _Job(info=info, control=control)
+        self._jobs[info.job.id] = job
+        if self._draining:
+            control.notify_draining()
+        logger.info(
+            "job %s launched (room=%s, agent_name=%r, dispatch=%s, metadata=%r)",
+            info.job.id, info.job.room.name, info.job.agent_name, info.job.dispatch_id, info.job.metadata,
+        )
+        assert self._jobs_nursery is not None
+        self._jobs_nursery.start_soon(self._run_job, job)
+
+    async def _run_job(self, job: _Job) -> None:
+        job_id = job.info.job.id
+        started = time.monotonic()
+        job.status_sent = self._send(protocol.UpdateJobStatus(job_id=job_id, status=agent.JS_RUNNING))
+        try:
+            outcome = await self._executor.run(job.info, job.control, self.session)
+        except Exception as exc:  # an executor bug must not take the worker down
+            logger.exception("executor failed for job %s", job_id)
+            outcome = JobOutcome(kind=OutcomeKind.CRASHED, reason="executor error", error=repr(exc))
+        finally:
+            self._jobs.pop(job_id, None)
+        logger.info(
+            "job %s ended: %s (%s) after %.2f s",
+            job_id, outcome.kind.value, outcome.reason or outcome.error, time.monotonic() - started,
+        )
+        self._send_final(
+            protocol.UpdateJobStatus(job_id=job_id, status=outcome.job_status, error=outcome.error)
+        )
+
+
+async def _default_on_request(req: JobRequest) -> None:
+    await req.accept()
+
+
+class _RegisterTimeout(TrioAgentsError):
+    pass
+
+
+class _LazyEvent:
+    """A re-armable event: ``set()`` wakes current waiters; ``wait()`` waits for the next set."""
+
+    def __init__(self) -> None:
+        self._event: trio.Event | None = None
+
+    def set(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
+
+
