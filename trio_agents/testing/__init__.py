@@ -5,6 +5,7 @@ Like ``trio.testing``, this is public API: use it to test your own agents.
 
 from ._agents import JobRecord as JobRecord
 from ._agents import WorkerRecord as WorkerRecord
+from ._participants import SimulatedParticipant as SimulatedParticipant
 from ._rooms import Participant as Participant
 from ._rooms import Room as Room
 from ._server import DEV_API_KEY as DEV_API_KEY
@@ -19,6 +20,7 @@ __all__ = [
     "LocalServer",
     "Participant",
     "Room",
+    "SimulatedParticipant",
     "WorkerRecord",
     "open_local_server",
 ]

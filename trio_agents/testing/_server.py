@@ -5,6 +5,7 @@ One ASGI application serves every route:
 * ``/agent``: the worker protocol (``_agents.AgentHub``);
 * ``/twirp/livekit.<Service>/<Method>``: RoomService and AgentDispatchService
   (``_twirp``);
+* ``/rtc/sim``: the simulated room link of ``trio_agents.rtc`` (``_signal``);
 
 It is reachable over TCP (hypercorn, trio worker) and, in the same process,
 through ``memory://NAME`` URLs that need no socket, so a whole system can run
@@ -14,12 +15,14 @@ under ``trio.testing.MockClock``.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import itertools
 import logging
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
 import trio
+from livekit import api as lkapi
 
 from .. import _transport
 from .._errors import ConnectionClosed
@@ -35,7 +38,9 @@ from ._asgi import (
     read_body,
     send_response,
 )
+from ._participants import SimulatedParticipant, open_simulated_participant
 from ._rooms import Room, Rooms
+from ._signal import SignalHub
 
 logger = logging.getLogger("trio_agents.testing")
 
@@ -89,6 +94,7 @@ class LocalServer:
             empty_timeout=empty_timeout,
             listener=self.agents,
         )
+        self.signal = SignalHub(self.rooms, api_key=api_key, api_secret=api_secret)
 
     # --- conveniences for tests -------------------------------------------------
 
@@ -132,6 +138,70 @@ class LocalServer:
         room, _ = self.rooms.create(name, **kwargs)  # type: ignore[arg-type]
         return room
 
+    def participant_token(
+        self,
+        identity: str,
+        room: str,
+        *,
+        kind: str = "standard",
+        name: str = "",
+        metadata: str = "",
+        attributes: Mapping[str, str] | None = None,
+        can_publish: bool = True,
+        can_subscribe: bool = True,
+        can_publish_data: bool = True,
+        can_update_own_metadata: bool = True,
+        ttl: datetime.timedelta = datetime.timedelta(hours=1),
+    ) -> str:
+        """A room-join JWT for ``identity`` in ``room``, signed with this server's keys.
+
+        ``kind`` is the token's participant kind: standard, agent, sip,
+        ingress, egress, connector.
+        """
+        grants = lkapi.VideoGrants(
+            room_join=True,
+            room=room,
+            can_publish=can_publish,
+            can_subscribe=can_subscribe,
+            can_publish_data=can_publish_data,
+            can_update_own_metadata=can_update_own_metadata,
+            agent=kind == "agent",
+        )
+        return (
+            lkapi.AccessToken(self.api_key, self.api_secret)
+            .with_identity(identity)
+            .with_name(name)
+            .with_metadata(metadata)
+            .with_attributes(dict(attributes or {}))
+            .with_kind(kind)  # type: ignore[arg-type]
+            .with_grants(grants)
+            .with_ttl(ttl)
+            .to_jwt()
+        )
+
+    def simulated_participant(
+        self,
+        identity: str,
+        *,
+        room: str,
+        kind: str = "standard",
+        name: str = "",
+        metadata: str = "",
+        attributes: Mapping[str, str] | None = None,
+        auto_subscribe: bool = True,
+    ) -> contextlib.AbstractAsyncContextManager[SimulatedParticipant]:
+        """``async with server.simulated_participant("alice", room="demo") as alice:``
+
+        Joins ``room`` (created if needed, dispatching agents) through this
+        server's memory URL, so it works under a mock clock; leaves on exit.
+        """
+        token = self.participant_token(
+            identity, room, kind=kind, name=name, metadata=metadata, attributes=attributes
+        )
+        return open_simulated_participant(
+            self.memory_url, token, identity, auto_subscribe=auto_subscribe
+        )
+
     # --- ASGI ----------------------------------------------------------------------
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -151,6 +221,8 @@ class LocalServer:
             try:
                 if path == "/agent":
                     await self.agents.serve(ws)
+                elif path == "/rtc/sim":
+                    await self.signal.serve(ws)
                 else:
                     await ws.reject(404, "404 page not found")
             except ConnectionClosed:

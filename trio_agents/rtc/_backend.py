@@ -1,0 +1,145 @@
+"""The seam between ``Room`` and a backend (simulated today, the livekit SDK later).
+
+A ``Room`` owns the participant/track model and the events; a backend owns
+one connection (a ``Link``).  The currency between the two is LiveKit's own
+model messages (``models.ParticipantInfo``, ``models.Room``,
+``models.DataPacket``), which the simulated link receives as-is and which a
+livekit-SDK backend can build from the SDK's objects.  Audio crosses as
+``AudioFrame``: a backend calls ``LinkSink.on_audio`` for each frame of a
+subscribed track (the SDK backend would pump an SDK ``AudioStream`` per
+subscribed track inside ``Link.run``), and it reads an ``AudioSource`` it
+publishes through the source's sink hook.
+
+Every task a link needs lives in a nursery inside ``Link.run``, which
+``Room.run`` awaits: no task outlives the room's run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+from livekit.protocol import models
+
+from ._audio import AudioFrame
+from ._enums import DisconnectReason, TrackSource
+from ._errors import ConnectError
+from ._track import LocalAudioTrack
+
+
+@attrs.frozen
+class RoomOptions:
+    """How to connect a room.
+
+    Attributes:
+        auto_subscribe: subscribe to every remote track (present and future).
+            With False nothing is subscribed until ``publication.set_subscribed(True)``.
+        connect_timeout: seconds allowed for the connection and the join answer.
+    """
+
+    auto_subscribe: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
+    connect_timeout: float = attrs.field(default=10.0)
+
+    @connect_timeout.validator
+    def _check_timeout(self, _attribute: object, value: float) -> None:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
+            raise ValueError(f"connect_timeout must be a number > 0, got {value!r}")
+
+
+class LinkSink(Protocol):
+    """What a backend reports to its ``Room`` (all calls in the trio thread, in order)."""
+
+    def on_join(
+        self,
+        room: models.Room,
+        participant: models.ParticipantInfo,
+        others: Sequence[models.ParticipantInfo],
+    ) -> None: ...
+
+    def on_participants(self, infos: Sequence[models.ParticipantInfo]) -> None: ...
+
+    def on_room(self, room: models.Room) -> None: ...
+
+    def on_track_unpublished(self, track_sid: str) -> None: ...
+
+    def on_track_subscribed(self, track_sid: str) -> None: ...
+
+    def on_data(self, packet: models.DataPacket) -> None: ...
+
+    def on_audio(self, track_sid: str, frame: AudioFrame) -> None: ...
+
+
+class Link(Protocol):
+    """One room connection, as ``Room`` drives it."""
+
+    async def run(self, sink: LinkSink, on_connected: Callable[[], None]) -> DisconnectReason:
+        """Connect, report the join to ``sink``, call ``on_connected()``, pump until the end.
+
+        Returns why the connection ended.  Raises ``ConnectError`` if it never
+        connected.  On any exit the connection is closed (shielded, bounded).
+        """
+        ...
+
+    async def send_data(self, packets: Sequence[models.DataPacket]) -> None:
+        """Send packets in order; returns once written."""
+        ...
+
+    async def update_metadata(
+        self,
+        *,
+        name: str | None = None,
+        metadata: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        """Update the local participant; returns once the server confirmed."""
+        ...
+
+    async def publish_track(
+        self, track: LocalAudioTrack, source: TrackSource
+    ) -> models.TrackInfo: ...
+
+    async def unpublish_track(self, track_sid: str) -> None: ...
+
+    def set_subscribed(self, track_sid: str, subscribed: bool) -> None: ...
+
+    async def wait_for_outbound(self) -> None:
+        """Wait until queued outbound data and audio has been written (or the link ended)."""
+        ...
+
+    def request_leave(self) -> None:
+        """Tell the server we leave (CLIENT_INITIATED); the link then ends."""
+        ...
+
+
+def open_link(url: str, token: str, options: RoomOptions) -> Link:
+    """Choose the backend for ``url``.
+
+    * ``sim+ws://host:port``, ``sim+wss://...`` and ``memory://NAME``: the
+      simulated backend (``ws(s)://host:port/rtc/sim`` on the stand-in server);
+    * ``ws://``, ``wss://``, ``http(s)://``: the livekit backend (not yet available).
+
+    Raises:
+        ConnectError: no backend for this URL.
+        ValueError: not a URL of any of these forms.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme.startswith("sim+"):
+        inner = scheme[4:]
+        if inner not in ("ws", "wss", "http", "https", "memory"):
+            raise ValueError(f"url: unsupported simulated scheme {parts.scheme!r} in {url!r}")
+        target = urlunsplit((inner, parts.netloc, parts.path, parts.query, ""))
+    elif scheme == "memory":
+        target = url
+    elif scheme in ("ws", "wss", "http", "https"):
+        raise ConnectError(
+            f"the livekit backend is not available yet, cannot connect to {url!r}; "
+            "use a simulated URL (sim+ws://host:port or memory://NAME) with the stand-in server"
+        )
+    else:
+        raise ValueError(f"url must be ws(s)://, sim+ws(s):// or memory://, got {url!r}")
+    from ._simulated import SimulatedLink
+
+    return SimulatedLink(target, token, options)
