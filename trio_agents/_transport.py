@@ -15,6 +15,7 @@ trio-websocket's exceptions are mapped at this boundary to
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -142,11 +143,14 @@ async def open_websocket(
     try:
         ws = await ws_cm.__aenter__()
     except trio_websocket.ConnectionRejected as exc:
+        await _close_tcp_stream(_connection_in_traceback(exc))
         body = (exc.body or b"").decode("utf-8", "replace").strip()
         raise HandshakeRejected(exc.status_code, body) from None
-    except trio_websocket.ConnectionTimeout:
+    except trio_websocket.ConnectionTimeout as exc:
+        await _close_tcp_stream(_connection_in_traceback(exc))
         raise ConnectFailed(f"no answer from {target} within {connect_timeout} s") from None
     except (trio_websocket.HandshakeError, OSError, trio.BrokenResourceError) as exc:
+        await _close_tcp_stream(_connection_in_traceback(exc))
         raise ConnectFailed(f"cannot connect to {target}: {exc}") from None
     try:
         yield _TrioWebSocket(ws)
@@ -155,3 +159,26 @@ async def open_websocket(
             raise
     else:
         await ws_cm.__aexit__(None, None, None)
+    finally:
+        await _close_tcp_stream(ws)
+
+
+# trio-websocket 0.12 leaves the client's TCP stream open when the server closes
+# the websocket first (its aclose() then returns early) or refuses the handshake
+# (the connection object is dropped); the socket leaks until garbage collection,
+# with a ResourceWarning.  Close it ourselves.
+
+
+async def _close_tcp_stream(conn: object) -> None:
+    stream = getattr(conn, "_stream", None)
+    if isinstance(stream, trio.abc.AsyncResource):
+        await trio.aclose_forcefully(stream)
+
+
+def _connection_in_traceback(exc: BaseException) -> object | None:
+    """The connection whose reader task raised ``exc``, if any."""
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, trio_websocket.WebSocketConnection):
+            return candidate
+    return None
