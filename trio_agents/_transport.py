@@ -77,9 +77,14 @@ def websocket_base_url(url: str) -> str:
 
 
 def http_base_url(url: str) -> str:
-    """Normalise a LiveKit URL to its HTTP form (``ws`` -> ``http``)."""
+    """Normalise a LiveKit URL to its HTTP form (``ws`` -> ``http``).
+
+    A simulated-room URL (``sim+ws://``) names the same server, so its HTTP
+    form is that server's.
+    """
     parts = urlsplit(url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    base_scheme = parts.scheme.removeprefix("sim+")
+    scheme = {"ws": "http", "wss": "https"}.get(base_scheme, base_scheme)
     if scheme not in ("http", "https", "memory"):
         raise ValueError(f"url must be ws://, wss://, http(s):// or memory://, got {url!r}")
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))

@@ -106,6 +106,44 @@ class RunningJobInfo:
     api_secret: str = ""
     fake_job: bool = False
 
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # protobuf classes do not pickle by reference; carry the Job as bytes
+        return (
+            _rebuild_running_job_info,
+            (
+                self.job.SerializeToString(),
+                self.url,
+                self.token,
+                self.worker_id,
+                self.accept_arguments,
+                self.api_key,
+                self.api_secret,
+                self.fake_job,
+            ),
+        )
+
+
+def _rebuild_running_job_info(
+    job: bytes,
+    url: str,
+    token: str,
+    worker_id: str,
+    accept_arguments: JobAcceptArguments,
+    api_key: str,
+    api_secret: str,
+    fake_job: bool,
+) -> RunningJobInfo:
+    return RunningJobInfo(
+        job=agent.Job.FromString(job),
+        url=url,
+        token=token,
+        worker_id=worker_id,
+        accept_arguments=accept_arguments,
+        api_key=api_key,
+        api_secret=api_secret,
+        fake_job=fake_job,
+    )
+
 
 class OutcomeKind(enum.Enum):
     #: The job ended by one of its normal triggers and nothing failed.

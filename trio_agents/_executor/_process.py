@@ -73,7 +73,7 @@ class Zygote:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "trio_agents._executor._zygote", str(child.fileno())],
+                [sys.executable, "-m", "trio_agents._executor._zygote_main", str(child.fileno())],
                 pass_fds=(child.fileno(),),
                 stdin=subprocess.DEVNULL,
             )
@@ -81,8 +81,12 @@ class Zygote:
             child.close()
         self._sock = trio.socket.from_stdlib_socket(parent)
         await self._sock.send(pickle.dumps(spec))
+        reply: object = None
         with trio.move_on_after(ZYGOTE_START_TIMEOUT) as scope:
-            reply = pickle.loads(await self._sock.recv(1 << 20))
+            data = await self._sock.recv(1 << 20)
+            if not data:
+                raise PoolUnavailable("the job process zygote exited during start-up (see its stderr)")
+            reply = pickle.loads(data)
         if scope.cancelled_caught:
             raise PoolUnavailable("the job process zygote did not start in time")
         if isinstance(reply, _zygote.ZygoteError):

@@ -1,6 +1,6 @@
 """The zygote: a fork server for job processes.
 
-Started once per worker (``python -m trio_agents._executor._zygote FD``), it
+Started once per worker (``python -m trio_agents._executor._zygote_main FD``), it
 imports trio, the library and the user's agent module (without running its
 command line), then forks a job process for each request it gets.  Forking a
 process that already imported everything takes milliseconds, and the pages
@@ -211,6 +211,3 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
             _send(sock, Forked(pid))
             reap()
 
-
-if __name__ == "__main__":
-    main()

@@ -157,7 +157,7 @@ class AgentHub(RoomListener):
     ) -> JobRecord | None:
         """Start assigning one job; None (and a log line) when no worker could take it."""
         if not self._has_worker(dispatch.agent_name, job_type):
-            if job_type == agent.JT_ROOM or self._has_any_worker(dispatch.agent_name):
+            if job_type == agent.JT_ROOM:
                 logger.info(
                     "not dispatching agent job since no worker is available "
                     "(agent_name=%r, room=%s)",

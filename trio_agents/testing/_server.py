@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
+from functools import partial
 import logging
 from collections.abc import AsyncIterator, Mapping
 
@@ -25,10 +26,10 @@ import trio
 from livekit import api as lkapi
 
 from .. import _transport
+from .._http import serve_tcp
 from .._errors import ConnectionClosed
 from ._agents import AgentHub, JobRecord
 from ._asgi import (
-    ASGIApp,
     Receive,
     Request,
     Scope,
@@ -83,6 +84,7 @@ class LocalServer:
         self.url = f"memory://{self.memory_name}"
         self.agents = AgentHub(
             nursery,
+            assignment_url=self._room_url,
             api_key=api_key,
             api_secret=api_secret,
             availability_timeout=availability_timeout,
@@ -95,6 +97,15 @@ class LocalServer:
             listener=self.agents,
         )
         self.signal = SignalHub(self.rooms, api_key=api_key, api_secret=api_secret)
+
+    def _room_url(self) -> str:
+        """The URL jobs join their rooms with (sent in JobAssignment.url).
+
+        The stand-in hosts simulated rooms, so over TCP it hands out
+        ``sim+ws://...``, which selects trio_agents' simulated room backend;
+        in memory, ``memory://NAME`` does the same.
+        """
+        return self.url if self.url.startswith("memory://") else "sim+" + self.url
 
     # --- conveniences for tests -------------------------------------------------
 
@@ -268,33 +279,6 @@ class LocalServer:
         return httpx.ASGITransport(app=self.app)
 
 
-async def serve_tcp(
-    app: ASGIApp,
-    host: str,
-    port: int,
-    *,
-    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve ``app`` on ``host:port`` with hypercorn until cancelled; report the bound port."""
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    config = Config()
-    config.bind = [f"{host}:{port}"]
-    config.websocket_max_message_size = _transport.MAX_MESSAGE_SIZE
-    config.websocket_ping_interval = 10.0  # LiveKit pings workers every 10 s
-    config.accesslog = None
-    config.errorlog = logging.getLogger("trio_agents.testing.http")
-    config.graceful_timeout = 1.0
-
-    class _Started:
-        def started(self, binds: list[str] | None = None) -> None:
-            bound = (binds or [f"http://{host}:{port}"])[0]
-            task_status.started(int(bound.rsplit(":", 1)[1]))
-
-    await serve(app, config, task_status=_Started())  # type: ignore[arg-type]
-
-
 @contextlib.asynccontextmanager
 async def open_local_server(
     *,
@@ -327,7 +311,9 @@ async def open_local_server(
         _transport.register_memory_endpoint(server.memory_name, server)
         try:
             if port is not None:
-                bound = await nursery.start(serve_tcp, server.app, host, port)
+                bound = await nursery.start(
+                    partial(serve_tcp, websocket_ping_interval=10.0), server.app, host, port
+                )
                 server.url = f"ws://{host}:{bound}"
                 logger.info("local LiveKit stand-in listening on %s", server.url)
             yield server
