@@ -567,11 +567,20 @@ class JobContext:
                 return
             self._record("callback_done", name)
 
+        done: set[int] = set()
+
+        async def tracked(i: int, cb: ShutdownCallback) -> None:
+            await run_one(cb)
+            done.add(i)
+
         try:
             async with trio.open_nursery() as nursery:
-                for cb in self._callbacks:
-                    nursery.start_soon(run_one, cb)
+                for i, cb in enumerate(self._callbacks):
+                    nursery.start_soon(tracked, i, cb)
         finally:
+            for i, cb in enumerate(self._callbacks):
+                if i not in done:
+                    self._record("callback_cut", getattr(cb, "__qualname__", repr(cb)))
             if errors:
                 group = ExceptionGroup(f"{len(errors)} shutdown callback(s) failed", errors)
                 logger.error("shutdown callbacks failed", exc_info=group)
