@@ -73,4 +73,4 @@ async def serve_tcp(
             bound = (binds or [f"http://{host}:{port}"])[0]
             task_status.started(int(bound.rsplit(":", 1)[1]))
 
-    await serve(app, config, task_status=_Started())
+    await serve(app, config, task_status=_Started())  # type: ignore[arg-type]

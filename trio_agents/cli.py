@@ -203,7 +203,7 @@ def local_server(
 @click.option("--executor", type=click.Choice(["process", "thread", "inline"]), default="process")
 @_level
 def demo(participants: int, executor: str, log_level: str | None) -> None:
-    from .examples_demo import run_demo
+    from ._demo import run_demo
 
     setup_logging(log_level or "INFO")
     code = trio.run(run_demo, participants, executor)

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import trio
@@ -507,19 +507,24 @@ class AgentServer:
             conn.send(
                 protocol.Register(
                     agent_name=session.agent_name,
-                    job_type=int(session.server_type),  # type: ignore[arg-type]
+                    job_type=cast("agent.JobType", int(session.server_type)),
                     version=__version__,
                     permissions=self.permissions.to_proto(),
                 )
             )
         )
-        with trio.move_on_after(REGISTER_RESPONSE_TIMEOUT) as scope:
-            while True:
-                event = conn.receive_message(await ws.get_message())
-                if isinstance(event, protocol.Registered):
-                    break
-        if scope.cancelled_caught:
+        registered: protocol.Registered | None = None
+        with trio.move_on_after(REGISTER_RESPONSE_TIMEOUT):
+            while registered is None:
+                raw = await ws.get_message()
+                if isinstance(raw, str):
+                    continue
+                first = conn.receive_message(raw)
+                if isinstance(first, protocol.Registered):
+                    registered = first
+        if registered is None:
             raise _RegisterTimeout(f"no register response within {REGISTER_RESPONSE_TIMEOUT} s")
+        event = registered
         self.worker_id = event.worker_id
         self._registered_this_attempt = True
         logger.info(
@@ -571,7 +576,7 @@ class AgentServer:
                         logger.warning("ignoring a text frame from the server")
                         continue
                     try:
-                        event = conn.receive_message(raw)
+                        incoming = conn.receive_message(raw)
                     except protocol.RemoteProtocolError as exc:
                         logger.error(
                             "malformed message from the server (%s); resetting the connection; "
@@ -580,10 +585,10 @@ class AgentServer:
                         )
                         raise
                     wake.set()
-                    if event is not None:
-                        self._dispatch(event, nursery)
+                    if incoming is not None:
+                        self._dispatch(incoming, nursery)
         except* (ConnectionClosed, protocol.RemoteProtocolError) as group:
-            error = group.exceptions[0]  # type: ignore[assignment]
+            error = group.exceptions[0]
         finally:
             self._conn = None
             self._send_channel = None

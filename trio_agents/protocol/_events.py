@@ -8,6 +8,8 @@ never cross the wire: ``Connection.handle_timer`` produces them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 from livekit.protocol import agent, models
 
@@ -52,6 +54,10 @@ def _str_dict(value: object) -> dict[str, str]:
     return dict(value) if value else {}  # type: ignore[call-overload]
 
 
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 # --- worker -> server -------------------------------------------------------
 
 
@@ -60,7 +66,7 @@ class Register(Event):
     """``WorkerMessage.register``: the first message a worker sends."""
 
     agent_name: str = ""
-    job_type: agent.JobType.ValueType = agent.JT_ROOM
+    job_type: agent.JobType = agent.JT_ROOM
     version: str = ""
     ping_interval: int = 0
     deployment: str = ""
@@ -94,7 +100,7 @@ class UpdateWorkerStatus(Event):
     ``load=None`` omits the field (the server then records 0).
     """
 
-    status: agent.WorkerStatus.ValueType | None = None
+    status: agent.WorkerStatus | None = None
     load: float | None = None
     job_count: int = 0
 
@@ -104,7 +110,7 @@ class UpdateJobStatus(Event):
     """``WorkerMessage.update_job``: a job's progress or end."""
 
     job_id: str
-    status: agent.JobStatus.ValueType
+    status: agent.JobStatus
     error: str = ""
 
 
@@ -119,14 +125,14 @@ class Ping(Event):
 class MigrateJob(Event):
     """``WorkerMessage.migrate_job``: jobs still running after a re-register."""
 
-    job_ids: tuple[str, ...] = attrs.field(converter=tuple)
+    job_ids: tuple[str, ...] = attrs.field(converter=_str_tuple)
 
 
 @attrs.frozen(kw_only=True)
 class SimulateJob(Event):
     """``WorkerMessage.simulate_job``: ask the server to assign a synthetic job."""
 
-    job_type: agent.JobType.ValueType = agent.JT_ROOM
+    job_type: agent.JobType = agent.JT_ROOM
     room: models.Room = attrs.field(factory=models.Room)
     participant: models.ParticipantInfo | None = None
 

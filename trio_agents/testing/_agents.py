@@ -55,13 +55,13 @@ class WorkerRecord:
 
     id: str
     agent_name: str
-    job_type: agent.JobType.ValueType
+    job_type: agent.JobType
     deployment: str
     permissions: models.ParticipantPermission
     version: str
     conn: protocol.Connection = attrs.field(repr=False)
     send: Callable[[protocol.Event], None] = attrs.field(repr=False)
-    status: agent.WorkerStatus.ValueType = agent.WS_AVAILABLE
+    status: agent.WorkerStatus = agent.WS_AVAILABLE
     load: float = 0.0
     job_count: int = 0
     running: set[str] = attrs.field(factory=set)
@@ -78,11 +78,11 @@ class JobRecord:
     job: agent.Job
     worker_id: str | None = None
     #: Every status the job went through, oldest first.
-    history: list[agent.JobStatus.ValueType] = attrs.field(factory=list)
+    history: list[agent.JobStatus] = attrs.field(factory=list)
     attempts: list[str] = attrs.field(factory=list)
 
     @property
-    def status(self) -> agent.JobStatus.ValueType:
+    def status(self) -> agent.JobStatus:
         return self.job.state.status
 
     @property
@@ -152,13 +152,13 @@ class AgentHub(RoomListener):
         self,
         room: Room,
         dispatch: agent_dispatch.AgentDispatch,
-        job_type: agent.JobType.ValueType,
+        job_type: agent.JobType,
         participant: Participant | None = None,
     ) -> JobRecord | None:
         """Start assigning one job; None (and a log line) when no worker could take it."""
         if not self._has_worker(dispatch.agent_name, job_type):
             if job_type == agent.JT_ROOM:
-                logger.info(
+                logger.debug(
                     "not dispatching agent job since no worker is available "
                     "(agent_name=%r, room=%s)",
                     dispatch.agent_name,
@@ -181,7 +181,7 @@ class AgentHub(RoomListener):
         self._nursery.start_soon(self._assign, record, dispatch)
         return record
 
-    def _has_worker(self, agent_name: str, job_type: agent.JobType.ValueType) -> bool:
+    def _has_worker(self, agent_name: str, job_type: agent.JobType) -> bool:
         return any(w.agent_name == agent_name and w.job_type == job_type for w in self.workers.values())
 
     def _has_any_worker(self, agent_name: str) -> bool:
@@ -300,7 +300,7 @@ class AgentHub(RoomListener):
         )
 
     def _set_state(
-        self, record: JobRecord, status: agent.JobStatus.ValueType, error: str
+        self, record: JobRecord, status: agent.JobStatus, error: str
     ) -> None:
         st = record.job.state
         now = time.time_ns()

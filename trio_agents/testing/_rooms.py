@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import attrs
 import trio
@@ -74,7 +74,7 @@ class Room:
     participants: dict[str, Participant] = attrs.field(factory=dict)
     dispatches: dict[str, agent_dispatch.AgentDispatch] = attrs.field(factory=dict)
     closed: trio.Event = attrs.field(factory=trio.Event)
-    close_reason: models.DisconnectReason.ValueType = models.UNKNOWN_REASON
+    close_reason: models.DisconnectReason = models.UNKNOWN_REASON
     ever_joined: bool = False
     last_departure: float | None = None
     _changed: trio.Event = attrs.field(factory=trio.Event)
@@ -176,7 +176,7 @@ class Rooms:
     def get(self, name: str) -> Room | None:
         return self._rooms.get(name)
 
-    def __iter__(self) -> Iterable[Room]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Room]:
         return iter(list(self._rooms.values()))
 
     def list(self, names: Iterable[str] = ()) -> list[Room]:
@@ -256,7 +256,7 @@ class Rooms:
         self._close(room, models.ROOM_DELETED)
         return True
 
-    def _close(self, room: Room, reason: models.DisconnectReason.ValueType) -> None:
+    def _close(self, room: Room, reason: models.DisconnectReason) -> None:
         if room.closed.is_set():
             return
         self._rooms.pop(room.name, None)
@@ -346,7 +346,7 @@ class Rooms:
         self,
         room: Room,
         identity: str,
-        reason: models.DisconnectReason.ValueType = models.CLIENT_INITIATED,
+        reason: models.DisconnectReason = models.CLIENT_INITIATED,
     ) -> bool:
         p = room.participants.pop(identity, None)
         if p is None:

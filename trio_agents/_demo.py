@@ -1,0 +1,139 @@
+"""The demo: a stand-in server, a worker and simulated participants, all local.
+
+``trio-agents demo`` (or ``python -m trio_agents demo``) runs it.  The agent
+below is an ordinary agent: greet each participant, echo their text, count
+their audio, and report on shutdown.  Its job runs in a prewarmed job process
+(PROCESS executor) that joins the stand-in's simulated room over loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import click
+import trio
+from livekit.protocol import agent
+from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
+
+from . import rtc
+from ._job._context import JobContext, JobProcess
+from ._types import JobExecutorType
+
+logger = logging.getLogger("demo-agent")
+
+AGENT_NAME = "demo-agent"
+ROOM = "demo-room"
+
+
+def demo_setup(proc: JobProcess) -> None:
+    """Prewarm: what a real agent would load once per process (a model, say)."""
+    proc.userdata["greeting"] = "welcome to the demo"
+
+
+async def demo_entrypoint(ctx: JobContext) -> None:
+    """The demo agent's job."""
+    ctx.log_context_fields["topic"] = json.loads(ctx.job.metadata or "{}").get("topic", "")
+    frames: dict[str, int] = {}
+    echoed = [0]
+
+    async def serve_participant(ctx: JobContext, participant: rtc.RemoteParticipant) -> None:
+        greeting = ctx.proc.userdata.get("greeting", "hello")
+        await ctx.room.local_participant.send_text(
+            f"{greeting}, {participant.identity}",
+            topic="greeting",
+            destination_identities=[participant.identity],
+        )
+        async with ctx.room.events(rtc.TrackSubscribed) as subscribed:
+            async for ev in subscribed:
+                if ev.participant.identity == participant.identity:
+                    async with rtc.AudioStream(ev.track) as stream:
+                        async for frame_event in stream:
+                            frames[participant.identity] = frames.get(participant.identity, 0) + 1
+                            del frame_event
+
+    async def report(reason: str) -> None:
+        logger.info(
+            "job summary: ended because %r; echoed %d messages; audio frames %s",
+            reason, echoed[0], frames,
+        )
+
+    ctx.add_participant_entrypoint(serve_participant)
+    ctx.add_shutdown_callback(report)
+    await ctx.connect()
+    logger.info("connected to %s; metadata %s", ctx.room.name, ctx.job.metadata)
+    async with ctx.room.events(rtc.TextReceived) as texts:
+        async for ev in texts:
+            if ev.topic == "chat" and ev.participant is not None:
+                echoed[0] += 1
+                await ctx.room.local_participant.send_text(
+                    ev.text.upper(), topic="echo", destination_identities=[ev.participant.identity]
+                )
+
+
+async def run_demo(participants: int = 2, executor: str = "process") -> int:
+    """Run the demo; 0 when the job ended with JS_SUCCESS."""
+    from .api import LiveKitAPI
+    from .testing import open_local_server
+    from ._worker._server import AgentServer
+
+    def say(msg: str) -> None:
+        click.secho(f"[demo] {msg}", fg="cyan", err=True)
+
+    async with open_local_server(port=0, departure_timeout=1.0) as local:
+        say(f"stand-in LiveKit server on {local.url}")
+        worker = AgentServer(
+            local.url,
+            local.api_key,
+            local.api_secret,
+            job_executor_type=JobExecutorType(executor),
+            num_idle_processes=1,
+            load_threshold=math.inf,
+            shutdown_process_timeout=5.0,
+            port=0,
+            setup_fnc=demo_setup,
+        )
+        worker.rtc_session(agent_name=AGENT_NAME)(demo_entrypoint)
+        async with trio.open_nursery() as nursery:
+            t0 = time.monotonic()
+            await nursery.start(worker.run)
+            await worker.wait_registered()
+            say(f"worker {worker.worker_id} registered in {time.monotonic() - t0:.2f} s "
+                f"(health: http://127.0.0.1:{worker.health_port}/worker)")
+            async with LiveKitAPI(local.url, local.api_key, local.api_secret) as lk:
+                dispatch = await lk.agent_dispatch.create_dispatch(
+                    CreateAgentDispatchRequest(
+                        agent_name=AGENT_NAME,
+                        room=ROOM,
+                        metadata=json.dumps({"topic": "structured concurrency"}),
+                    )
+                )
+            say(f"dispatched {AGENT_NAME} to {ROOM} ({dispatch.id})")
+            record = await local.wait_for_job(room=ROOM)
+            say(f"job {record.job.id} assigned")
+
+            async def visitor(i: int) -> None:
+                identity = f"visitor-{i}"
+                async with local.simulated_participant(identity, room=ROOM) as p:
+                    greeting = await p.wait_for_text(topic="greeting")
+                    say(f"{identity} heard: {greeting.text!r}")
+                    await p.send_text(f"hi from {identity}", topic="chat")
+                    await p.publish_audio(duration=0.3, frequency=220 * (i + 1))
+                    echo = await p.wait_for_text(topic="echo")
+                    say(f"{identity} heard: {echo.text!r}; leaving")
+
+            async with trio.open_nursery() as visitors:
+                for i in range(participants):
+                    visitors.start_soon(visitor, i)
+            say("everyone left; the room closes after its departure timeout, ending the job")
+            with trio.move_on_after(30):
+                final = await local.wait_for_job_status(record.job.id, agent.JS_SUCCESS, agent.JS_FAILED)
+            status = agent.JobStatus.Name(final.status) if final else "unknown"
+            say(f"job {record.job.id} ended: {status}{' ' + final.error if final.error else ''}")
+            await worker.aclose()
+            nursery.cancel_scope.cancel()
+    return 0 if status == "JS_SUCCESS" else 1
+
+
+__all__: list[str] = ["demo_entrypoint", "demo_setup", "run_demo"]
