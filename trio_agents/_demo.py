@@ -90,6 +90,9 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
             job_executor_type=JobExecutorType(executor),
             num_idle_processes=1,
             load_threshold=math.inf,
+            # a busy 2-core machine can read 100% CPU while the demo starts, and
+            # LiveKit (and the stand-in) never picks a worker whose load is 1.0
+            load_fnc=lambda: 0.1,
             shutdown_process_timeout=5.0,
             port=0,
             setup_fnc=demo_setup,

@@ -24,6 +24,7 @@ from collections.abc import AsyncIterator, Mapping
 import httpx
 import trio
 from livekit import api as lkapi
+from livekit.protocol import agent
 
 from .. import _transport
 from .._http import serve_tcp
@@ -123,19 +124,28 @@ class LocalServer:
         await self.agents.changes.wait_until(ok)
 
     async def wait_for_job(self, *, room: str | None = None) -> JobRecord:
-        """Wait until a job (optionally for ``room``) is assigned; return it."""
-        seen: list[JobRecord] = []
+        """Wait until a job (optionally for ``room``) is assigned to a worker; return it.
+
+        Raises:
+            RuntimeError: the job was launched but no worker took it (the
+                stand-in records why, e.g. "no workers available").
+        """
+        found: list[JobRecord] = []
 
         def ok() -> bool:
-            seen[:] = [
-                j
-                for j in self.agents.jobs.values()
-                if j.worker_id is not None and (room is None or j.job.room.name == room)
-            ]
-            return bool(seen)
+            for j in self.agents.jobs.values():
+                if room is not None and j.job.room.name != room:
+                    continue
+                if j.worker_id is not None or j.status in (agent.JS_SUCCESS, agent.JS_FAILED):
+                    found[:] = [j]
+                    return True
+            return False
 
         await self.agents.changes.wait_until(ok)
-        return seen[0]
+        record = found[0]
+        if record.worker_id is None and record.status == agent.JS_FAILED:
+            raise RuntimeError(f"job {record.job.id} was not assigned: {record.error}")
+        return record
 
     async def wait_for_job_status(self, job_id: str, *statuses: int) -> JobRecord:
         """Wait until job ``job_id`` reaches one of ``statuses``."""
