@@ -8,6 +8,7 @@ worker and simulated participants together.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -188,14 +189,15 @@ def local_server(
             departure_timeout=departure_timeout,
         ) as server:
             click.echo(f"stand-in LiveKit server at {server.url} (key {api_key!r})", err=True)
-            await trio.sleep_forever()
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    click.echo(f"{signal.Signals(signum).name}: stopping", err=True)
+                    return
 
     try:
         trio.run(serve)
-    except OSError as exc:
-        _fail(f"cannot listen on {host}:{port}: {exc}")
-    except KeyboardInterrupt:
-        pass
+    except* OSError as group:
+        _fail(f"cannot listen on {host}:{port}: {group.exceptions[0]}")
 
 
 @main.command(help="Run the demo: stand-in server, a worker and simulated participants.")
