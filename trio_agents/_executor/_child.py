@@ -116,7 +116,9 @@ async def _main(
 
     def submit(fields: dict[str, Any]) -> None:
         def put() -> None:
-            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            with contextlib.suppress(
+                trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError
+            ):
                 log_send.send_nowait(fields)
 
         if threading.get_ident() == trio_thread:
@@ -141,6 +143,7 @@ async def _main(
                     await stream.send(_ipc.Pong(msg.timestamp))
                 elif isinstance(msg, _ipc.StartJob):
                     start.append(msg)
+                    await stream.send(_ipc.Started())
                     got_start.set()
                 elif isinstance(msg, _ipc.Shutdown):
                     control.request_shutdown(msg.reason)
@@ -150,10 +153,15 @@ async def _main(
             got_start.set()
             control.request_shutdown("the worker went away")
 
+    log_pump_done = trio.Event()
+
     async def log_pump() -> None:
-        async for fields in log_recv:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await stream.send(_ipc.LogRecord(fields))
+        try:
+            async for fields in log_recv:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await stream.send(_ipc.LogRecord(fields))
+        finally:
+            log_pump_done.set()
 
     proc = JobProcess(executor_type=JobExecutorType.PROCESS, pid=pid)
     async with trio.open_nursery() as nursery:
@@ -164,13 +172,21 @@ async def _main(
         except BaseException as exc:
             if isinstance(exc, trio.Cancelled):
                 raise
-            reason = "timed out" if isinstance(exc, trio.TooSlowError) else f"{type(exc).__name__}: {exc}"
+            reason = (
+                "timed out"
+                if isinstance(exc, trio.TooSlowError)
+                else f"{type(exc).__name__}: {exc}"
+            )
             logger.error("setup_fnc failed in process %d: %s", pid, reason)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await stream.send(_ipc.InitFailed(pid, reason))
             nursery.cancel_scope.cancel()
             return 1
-        await stream.send(_ipc.Ready(pid, dump_path))
+        try:
+            await stream.send(_ipc.Ready(pid, dump_path))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            nursery.cancel_scope.cancel()  # the worker went away while we set up
+            return 0
         await got_start.wait()  # set by StartJob, or when the worker goes away
         if not start:
             nursery.cancel_scope.cancel()
@@ -195,8 +211,7 @@ async def _main(
         # let queued log records out, briefly
         log_send.close()
         with trio.move_on_after(0.5):
-            while log_recv.statistics().current_buffer_used:
-                await trio.sleep(0.01)
+            await log_pump_done.wait()
         nursery.cancel_scope.cancel()
     return 0
 
@@ -206,7 +221,9 @@ async def _send_quietly(stream: _ipc.FramedStream, msg: object) -> None:
         await stream.send(msg)
 
 
-def job_process_main(fd: int, entrypoint: Any, setup_fnc: Any, init_timeout: float, log_level: int) -> None:
+def job_process_main(
+    fd: int, entrypoint: Any, setup_fnc: Any, init_timeout: float, log_level: int
+) -> None:
     """Run in a freshly forked job process; never returns."""
     code = 1
     try:
@@ -215,7 +232,9 @@ def job_process_main(fd: int, entrypoint: Any, setup_fnc: Any, init_timeout: flo
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker handles Ctrl-C
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        fd_dump, dump_path = tempfile.mkstemp(prefix=f"trio-agents-stack-{os.getpid()}-", suffix=".txt")
+        fd_dump, dump_path = tempfile.mkstemp(
+            prefix=f"trio-agents-stack-{os.getpid()}-", suffix=".txt"
+        )
         dump_file = os.fdopen(fd_dump, "w")
         faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
         code = trio.run(_main, fd, entrypoint, setup_fnc, init_timeout, log_level, dump_path)

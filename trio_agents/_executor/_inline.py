@@ -18,16 +18,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trio_agents.executor")
 
 
-async def run_setup(setup_fnc: object, proc: JobProcess, timeout: float) -> None:
-    """Run ``setup_fnc(proc)`` (sync or async) bounded by ``timeout``.
+async def run_setup(setup_fnc: object, proc: JobProcess, setup_timeout: float) -> None:
+    """Run ``setup_fnc(proc)`` (sync or async) bounded by ``setup_timeout``.
+
+    A sync ``setup_fnc`` cannot be interrupted; the PROCESS executor kills its
+    process from outside when it overruns.
 
     Raises:
-        TimeoutError: it took longer than ``timeout``.
+        trio.TooSlowError: it took longer than ``setup_timeout``.
     """
     if setup_fnc is None:
         return
     assert callable(setup_fnc)
-    with trio.fail_after(timeout):
+    with trio.fail_after(setup_timeout):
         result = setup_fnc(proc)
         if inspect.isawaitable(result):
             await result
@@ -40,7 +43,9 @@ class InlineExecutor:
     async def start(self, nursery: trio.Nursery) -> None:
         return None
 
-    async def run(self, info: RunningJobInfo, control: JobControl, session: RtcSession) -> JobOutcome:
+    async def run(
+        self, info: RunningJobInfo, control: JobControl, session: RtcSession
+    ) -> JobOutcome:
         server = self._server
         proc = JobProcess(executor_type=JobExecutorType.INLINE)
         try:

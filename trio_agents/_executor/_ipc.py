@@ -61,6 +61,11 @@ class InitFailed:
 
 
 @attrs.frozen
+class Started:
+    """The job process got ``StartJob`` and runs the job (before this, the job can go elsewhere)."""
+
+
+@attrs.frozen
 class Pong:
     timestamp: float
 

@@ -48,8 +48,15 @@ MEMORY_INTERVAL = 1.0
 MEMORY_WARN_EVERY = 120.0
 #: After the deadline: the stack dump gets this long before SIGKILL.
 DUMP_GRACE = 0.3
+#: SIGKILL at shutdown start + shutdown_process_timeout + this (SPEC 3: "+ at most 1 s"),
+#: leaving the rest of that second for the kill itself and the reaping.
+KILL_MARGIN = 0.5
 ZYGOTE_START_TIMEOUT = 60.0
 MAX_BACKOFF = 10.0
+#: How many job processes a job may try when they die before taking it.
+MAX_START_ATTEMPTS = 3
+#: After a job process exits: how long its last messages (the outcome) may take to be read.
+DRAIN_AFTER_EXIT = 1.0
 
 
 class PoolUnavailable(Exception):
@@ -85,7 +92,9 @@ class Zygote:
         with trio.move_on_after(ZYGOTE_START_TIMEOUT) as scope:
             data = await self._sock.recv(1 << 20)
             if not data:
-                raise PoolUnavailable("the job process zygote exited during start-up (see its stderr)")
+                raise PoolUnavailable(
+                    "the job process zygote exited during start-up (see its stderr)"
+                )
             reply = pickle.loads(data)
         if scope.cancelled_caught:
             raise PoolUnavailable("the job process zygote did not start in time")
@@ -96,7 +105,8 @@ class Zygote:
         nursery.start_soon(self._reader)
 
     async def _reader(self) -> None:
-        assert self._sock is not None and self._forked is not None
+        assert self._sock is not None
+        assert self._forked is not None
         try:
             while True:
                 data = await self._sock.recv(1 << 16)
@@ -142,6 +152,15 @@ class Zygote:
                 theirs.close()
         stream = _ipc.FramedStream(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
         return pid, stream
+
+    def is_running(self, pid: int) -> bool:
+        """False once ``pid`` exited, even if the zygote has not reaped it yet."""
+        if pid in self.exits:
+            return False
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     async def wait_exit(self, pid: int) -> int:
         """Wait for ``pid`` to exit; its exit code (negative: killed by that signal)."""
@@ -223,7 +242,9 @@ class ProcessExecutor:
                     proc = await self._spawn()
                 except PoolUnavailable as exc:
                     self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
-                    logger.error("prewarming a job process failed: %s (retry in %.1f s)", exc, self._backoff)
+                    logger.error(
+                        "prewarming a job process failed: %s (retry in %.1f s)", exc, self._backoff
+                    )
                     await trio.sleep(self._backoff)
                     continue
                 self._backoff = 0.0
@@ -244,7 +265,9 @@ class ProcessExecutor:
             code = await self._zygote.wait_exit(proc.pid)
             if proc in self._idle:
                 self._idle.remove(proc)
-                logger.warning("idle job process %d died (%s); replacing it", proc.pid, _exit_reason(code))
+                logger.warning(
+                    "idle job process %d died (%s); replacing it", proc.pid, _exit_reason(code)
+                )
                 with contextlib.suppress(Exception):
                     await proc.stream.aclose()
                 self._poke()
@@ -253,15 +276,24 @@ class ProcessExecutor:
         """Fork a process and wait for its setup, bounded by initialize_process_timeout."""
         timeout = self._server.initialize_process_timeout
         pid, stream = await self._zygote.fork()
-        with trio.move_on_after(timeout + 1.0) as scope:
-            try:
-                msg = await stream.receive()
-            except (EOFError, _ipc.FrameError, trio.BrokenResourceError) as exc:
-                msg = _ipc.InitFailed(pid, f"process ended during setup ({exc!r})")
+        try:
+            with trio.move_on_after(timeout + 1.0) as scope:
+                try:
+                    msg = await stream.receive()
+                except (EOFError, _ipc.FrameError, trio.BrokenResourceError) as exc:
+                    msg = _ipc.InitFailed(pid, f"process ended during setup ({exc!r})")
+        except BaseException:
+            # cancelled while it was setting up (the worker is closing): it is nobody's
+            self._kill(pid)
+            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await stream.aclose()
+            raise
         if scope.cancelled_caught:
             msg = _ipc.InitFailed(pid, f"setup did not finish within {timeout:g} s")
         if isinstance(msg, _ipc.Ready):
-            return JobProc(pid=pid, stream=stream, dump_path=msg.dump_path, ready_at=time.monotonic())
+            return JobProc(
+                pid=pid, stream=stream, dump_path=msg.dump_path, ready_at=time.monotonic()
+            )
         reason = msg.error if isinstance(msg, _ipc.InitFailed) else f"unexpected {msg!r}"
         self.prewarm_failures.append((pid, reason))
         logger.error("job process %d failed to start: %s", pid, reason)
@@ -271,11 +303,18 @@ class ProcessExecutor:
         raise PoolUnavailable(f"job process {pid} failed to start: {reason}")
 
     async def _acquire(self) -> JobProc:
-        if self._idle:
+        while self._idle:
             proc = self._idle.pop(0)
             proc.watch.cancel()
             self._poke()
-            return proc
+            if self._zygote.is_running(proc.pid):
+                return proc
+            # it died a moment ago and the zygote has not said so yet: not that one
+            logger.warning("idle job process %d died; replacing it", proc.pid)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._zygote.wait_exit, proc.pid)  # forget it once reaped
+            with contextlib.suppress(Exception):
+                await proc.stream.aclose()
         return await self._spawn()
 
     def _kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
@@ -286,9 +325,17 @@ class ProcessExecutor:
 
     # --- one job -------------------------------------------------------------------------
 
-    async def run(self, info: RunningJobInfo, control: JobControl, session: RtcSession) -> JobOutcome:
+    async def run(
+        self, info: RunningJobInfo, control: JobControl, session: RtcSession, *, _attempt: int = 1
+    ) -> JobOutcome:
         server = self._server
         job_id = info.job.id
+        if _attempt > MAX_START_ATTEMPTS:
+            reason = (
+                f"{MAX_START_ATTEMPTS} job processes in a row died before they could take the job"
+            )
+            logger.error("job %s could not start: %s", job_id, reason)
+            return JobOutcome(kind=OutcomeKind.CRASHED, reason="no job process", error=reason)
         try:
             with trio.fail_after(server.initialize_process_timeout + 2.0):
                 proc = await self._acquire()
@@ -296,16 +343,32 @@ class ProcessExecutor:
             reason = str(exc) or "no job process became ready in time"
             logger.error("job %s could not start: %s", job_id, reason)
             return JobOutcome(kind=OutcomeKind.CRASHED, reason="no job process", error=reason)
-        return await self._supervise(proc, info, control, session)
+        outcome = await self._supervise(proc, info, control, session)
+        if outcome is not None:
+            return outcome
+        # the process died before it took the job (killed while idle, a moment
+        # before the zygote said so): the job never started, so it can go to another
+        logger.warning(
+            "job process %d died before it took job %s; starting another", proc.pid, job_id
+        )
+        return await self.run(info, control, session, _attempt=_attempt + 1)
 
     async def _supervise(
         self, proc: JobProc, info: RunningJobInfo, control: JobControl, session: RtcSession
-    ) -> JobOutcome:
+    ) -> JobOutcome | None:
+        """Run the job in ``proc``; None if the process died before it took the job."""
         server = self._server
         budget = server.shutdown_process_timeout
         job = info.job
         extra = {"job_id": job.id, "pid": proc.pid, "room": job.room.name, "room_id": job.room.sid}
-        state: dict[str, object] = {"outcome": None, "kill_reason": None, "memory": False}
+        state: dict[str, object] = {
+            "outcome": None,
+            "kill_reason": None,
+            "memory": False,
+            "started": False,
+        }
+        read_all = trio.Event()
+        finished = False
         shutdown_at: list[float] = []
         deadline_changed = trio.Event()
         last_pong = [trio.current_time()]
@@ -327,7 +390,12 @@ class ProcessExecutor:
                         last_pong[0] = trio.current_time()
                         delay = time.monotonic() - msg.timestamp
                         if delay > HIGH_PING:
-                            logger.warning("job process %d answered a ping after %.2f s", proc.pid, delay, extra=extra)
+                            logger.warning(
+                                "job process %d answered a ping after %.2f s",
+                                proc.pid,
+                                delay,
+                                extra=extra,
+                            )
                     elif isinstance(msg, _ipc.LogRecord):
                         fields = dict(msg.fields)
                         for k, v in extra.items():
@@ -336,10 +404,20 @@ class ProcessExecutor:
                         logging.getLogger(record.name).handle(record)
                     elif isinstance(msg, _ipc.ShuttingDown):
                         shutdown_started()
+                    elif isinstance(msg, _ipc.Started):
+                        state["started"] = True
                     elif isinstance(msg, _ipc.Done):
                         state["outcome"] = msg.outcome
-            except (EOFError, _ipc.FrameError, trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            except (
+                EOFError,
+                _ipc.FrameError,
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                OSError,
+            ):
                 return
+            finally:
+                read_all.set()
 
         async def pinger() -> None:
             while True:
@@ -369,15 +447,25 @@ class ProcessExecutor:
                 if limit_mb and mb > limit_mb and not state["memory"]:
                     state["memory"] = True
                     logger.error(
-                        "job process %d uses %.0f MB, over job_memory_limit_mb=%g; shutting the job down",
-                        proc.pid, mb, limit_mb, extra=extra,
+                        "job process %d uses %.0f MB, over job_memory_limit_mb=%g; "
+                        "shutting the job down",
+                        proc.pid,
+                        mb,
+                        limit_mb,
+                        extra=extra,
                     )
                     shutdown_started()
                     await send(_ipc.Shutdown("memory limit exceeded"))
-                elif warn_mb and mb > warn_mb and trio.current_time() - last_warn > MEMORY_WARN_EVERY:
+                elif (
+                    warn_mb and mb > warn_mb and trio.current_time() - last_warn > MEMORY_WARN_EVERY
+                ):
                     last_warn = trio.current_time()
                     logger.warning(
-                        "job process %d uses %.0f MB (job_memory_warn_mb=%g)", proc.pid, mb, warn_mb, extra=extra
+                        "job process %d uses %.0f MB (job_memory_warn_mb=%g)",
+                        proc.pid,
+                        mb,
+                        warn_mb,
+                        extra=extra,
                     )
                 await trio.sleep(MEMORY_INTERVAL)
 
@@ -388,26 +476,38 @@ class ProcessExecutor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(proc.pid, signal.SIGUSR1)
                 await trio.sleep(DUMP_GRACE)
-                with contextlib.suppress(OSError):
-                    with open(proc.dump_path) as f:  # noqa: ASYNC230 - a small local file
-                        dump = f.read().strip()
+                with contextlib.suppress(OSError), open(proc.dump_path) as f:  # noqa: ASYNC230 - a small local file
+                    dump = f.read().strip()
             logger.error(
-                "killing job process %d: %s%s", proc.pid, reason,
-                f"\nstack at the time:\n{dump}" if dump else "", extra=extra,
+                "killing job process %d: %s%s",
+                proc.pid,
+                reason,
+                f"\nstack at the time:\n{dump}" if dump else "",
+                extra=extra,
             )
             self._kill(proc.pid)
 
         async def enforce_deadline() -> None:
             while not shutdown_at:
                 await deadline_changed.wait()
-            # the budget, plus a little for the report; never more than 1 s extra
-            await trio.sleep_until(shutdown_at[0] + budget + 1.0 - DUMP_GRACE)
-            await kill(f"still running {budget:g} s after shutdown started (shutdown_process_timeout)")
+            # the budget, plus a little for the report and the exit; gone before 1 s extra
+            await trio.sleep_until(shutdown_at[0] + budget + KILL_MARGIN - DUMP_GRACE)
+            if state["outcome"] is not None:
+                # it reported its outcome and is only slow to exit: not a failure
+                self._kill(proc.pid)
+                return
+            await kill(
+                f"still running {budget:g} s after shutdown started (shutdown_process_timeout)"
+            )
 
         def on_control() -> None:
+            if finished:  # JobControl keeps its listeners; this one has nothing left to do
+                return
             if control.shutdown_requested:
                 shutdown_started()
-                nursery.start_soon(send, _ipc.Shutdown(control.shutdown_reason or "shutdown requested"))
+                nursery.start_soon(
+                    send, _ipc.Shutdown(control.shutdown_reason or "shutdown requested")
+                )
             if control.draining:
                 nursery.start_soon(send, _ipc.Drain())
 
@@ -426,6 +526,10 @@ class ProcessExecutor:
             control.subscribe(on_control)
             on_control()
             code = await self._zygote.wait_exit(proc.pid)
+            # the zygote may say "exited" before we read the last frames (the outcome)
+            with trio.move_on_after(DRAIN_AFTER_EXIT):
+                await read_all.wait()
+            finished = True
             nursery.cancel_scope.cancel()
         self._kill(proc.pid)  # its process group: subprocesses the job left behind
         with contextlib.suppress(OSError):
@@ -433,6 +537,13 @@ class ProcessExecutor:
         with contextlib.suppress(Exception):
             await proc.stream.aclose()
         outcome = state["outcome"]
+        if (
+            not state["started"]
+            and outcome is None
+            and state["kill_reason"] is None
+            and not state["memory"]
+        ):
+            return None
         if state["memory"]:
             base = outcome if isinstance(outcome, JobOutcome) else None
             return JobOutcome(
@@ -443,7 +554,9 @@ class ProcessExecutor:
             )
         if isinstance(outcome, JobOutcome):
             if state["kill_reason"] is not None and outcome.ok:
-                return JobOutcome(kind=OutcomeKind.CRASHED, reason=outcome.reason, error=str(state["kill_reason"]))
+                return JobOutcome(
+                    kind=OutcomeKind.CRASHED, reason=outcome.reason, error=str(state["kill_reason"])
+                )
             return outcome
         reason = str(state["kill_reason"] or _exit_reason(code))
         return JobOutcome(kind=OutcomeKind.CRASHED, reason="job process ended", error=reason)

@@ -7,6 +7,7 @@ blocking call in the job blocks its thread until it returns.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import TYPE_CHECKING
@@ -31,7 +32,9 @@ class ThreadExecutor:
     async def start(self, nursery: trio.Nursery) -> None:
         return None
 
-    async def run(self, info: RunningJobInfo, control: JobControl, session: RtcSession) -> JobOutcome:
+    async def run(
+        self, info: RunningJobInfo, control: JobControl, session: RtcSession
+    ) -> JobOutcome:
         server = self._server
         inner = JobControl()  # lives in the job thread's trio run
         tokens: list[trio.lowlevel.TrioToken] = []
@@ -50,10 +53,8 @@ class ThreadExecutor:
                 if shut:
                     inner.request_shutdown(reason or "shutdown requested")
 
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 tokens[0].run_sync_soon(apply)
-            except trio.RunFinishedError:
-                pass
 
         async def job_main() -> JobOutcome:
             tokens.append(trio.lowlevel.current_trio_token())
@@ -63,7 +64,9 @@ class ThreadExecutor:
                 await run_setup(server.setup_fnc, proc, server.initialize_process_timeout)
             except Exception as exc:
                 return JobOutcome(
-                    kind=OutcomeKind.ERROR, reason="setup failed", error=f"setup_fnc failed: {exc!r}"
+                    kind=OutcomeKind.ERROR,
+                    reason="setup failed",
+                    error=f"setup_fnc failed: {exc!r}",
                 )
             return await run_job(
                 info,

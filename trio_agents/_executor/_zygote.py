@@ -175,7 +175,10 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
                 return
             if pid == 0:
                 return
-            _send(sock, Exited(pid, status))
+            try:
+                _send(sock, Exited(pid, status))
+            except OSError:
+                sys.exit(0)  # the worker went away
 
     while True:
         for key, _ in sel.select():
@@ -188,7 +191,12 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
                 reap()
                 continue
             fds = array.array("i")
-            data, ancdata, _flags, _addr = sock.recvmsg(1 << 16, socket.CMSG_SPACE(fds.itemsize))
+            try:
+                data, ancdata, _flags, _addr = sock.recvmsg(
+                    1 << 16, socket.CMSG_SPACE(fds.itemsize)
+                )
+            except OSError:  # ECONNRESET: the worker closed with our reports unread
+                data = b""
             if not data:
                 sys.exit(0)  # the worker went away; children die with us (PDEATHSIG)
             for level, kind, payload in ancdata:
@@ -208,6 +216,8 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
                 sock.close()
                 job_process_main(job_fd, entrypoint, setup_fnc, spec.init_timeout, spec.log_level)
             os.close(job_fd)
-            _send(sock, Forked(pid))
+            try:
+                _send(sock, Forked(pid))
+            except OSError:
+                sys.exit(0)
             reap()
-
