@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+
 import click
 import trio
 from livekit.protocol import agent
@@ -56,7 +57,9 @@ async def demo_entrypoint(ctx: JobContext) -> None:
     async def report(reason: str) -> None:
         logger.info(
             "job summary: ended because %r; echoed %d messages; audio frames %s",
-            reason, echoed[0], frames,
+            reason,
+            echoed[0],
+            frames,
         )
 
     ctx.add_participant_entrypoint(serve_participant)
@@ -74,9 +77,9 @@ async def demo_entrypoint(ctx: JobContext) -> None:
 
 async def run_demo(participants: int = 2, executor: str = "process") -> int:
     """Run the demo; 0 when the job ended with JS_SUCCESS."""
+    from ._worker._server import AgentServer
     from .api import LiveKitAPI
     from .testing import open_local_server
-    from ._worker._server import AgentServer
 
     def say(msg: str) -> None:
         click.secho(f"[demo] {msg}", fg="cyan", err=True)
@@ -102,8 +105,10 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
             t0 = time.monotonic()
             await nursery.start(worker.run)
             await worker.wait_registered()
-            say(f"worker {worker.worker_id} registered in {time.monotonic() - t0:.2f} s "
-                f"(health: http://127.0.0.1:{worker.health_port}/worker)")
+            say(
+                f"worker {worker.worker_id} registered in {time.monotonic() - t0:.2f} s "
+                f"(health: http://127.0.0.1:{worker.health_port}/worker)"
+            )
             async with LiveKitAPI(local.url, local.api_key, local.api_secret) as lk:
                 dispatch = await lk.agent_dispatch.create_dispatch(
                     CreateAgentDispatchRequest(
@@ -131,7 +136,9 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
                     visitors.start_soon(visitor, i)
             say("everyone left; the room closes after its departure timeout, ending the job")
             with trio.move_on_after(30):
-                final = await local.wait_for_job_status(record.job.id, agent.JS_SUCCESS, agent.JS_FAILED)
+                final = await local.wait_for_job_status(
+                    record.job.id, agent.JS_SUCCESS, agent.JS_FAILED
+                )
             status = agent.JobStatus.Name(final.status) if final else "unknown"
             say(f"job {record.job.id} ended: {status}{' ' + final.error if final.error else ''}")
             await worker.aclose()

@@ -15,7 +15,9 @@ class _Formatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         base = super().format(record)
-        extras = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+        extras = {
+            k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+        }
         if extras:
             base += "  " + " ".join(f"{k}={v}" for k, v in sorted(extras.items()))
         return base
@@ -44,7 +46,9 @@ def setup_logging(level: str = "INFO", *, json_format: bool = False) -> None:
     if json_format:
         handler.setFormatter(JSONFormatter())
     else:
-        handler.setFormatter(_Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(
+            _Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -100,13 +100,17 @@ class _TrioWebSocket:
         try:
             await self._ws.send_message(data)
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(str(exc.reason), code=exc.reason.code if exc.reason else None) from exc
+            raise ConnectionClosed(
+                str(exc.reason), code=exc.reason.code if exc.reason else None
+            ) from exc
 
     async def get_message(self) -> bytes | str:
         try:
             msg: bytes | str = await self._ws.get_message()
         except trio_websocket.ConnectionClosed as exc:
-            raise ConnectionClosed(str(exc.reason), code=exc.reason.code if exc.reason else None) from exc
+            raise ConnectionClosed(
+                str(exc.reason), code=exc.reason.code if exc.reason else None
+            ) from exc
         return msg
 
     async def aclose(self) -> None:

@@ -51,7 +51,9 @@ def _run_worker(server: AgentServer) -> None:
         sys.exit(130)
 
 
-def _configure(server: AgentServer, url: str | None, api_key: str | None, api_secret: str | None) -> None:
+def _configure(
+    server: AgentServer, url: str | None, api_key: str | None, api_secret: str | None
+) -> None:
     if url:
         server.ws_url = url
     if api_key:
@@ -93,7 +95,9 @@ def build_app_cli(server: AgentServer) -> click.Group:
     @_key
     @_secret
     @_level
-    def dev(url: str | None, api_key: str | None, api_secret: str | None, log_level: str | None) -> None:
+    def dev(
+        url: str | None, api_key: str | None, api_secret: str | None, log_level: str | None
+    ) -> None:
         setup_logging(log_level or "DEBUG")
         _configure(server, url, api_key, api_secret)
         server.devmode = True
@@ -169,7 +173,9 @@ def main() -> None:
     pass
 
 
-@main.command("local-server", help="Run the stand-in LiveKit server (livekit-server --dev defaults).")
+@main.command(
+    "local-server", help="Run the stand-in LiveKit server (livekit-server --dev defaults)."
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=7880, show_default=True, type=int)
 @click.option("--api-key", default="devkey", show_default=True)
@@ -177,7 +183,12 @@ def main() -> None:
 @click.option("--departure-timeout", default=20.0, show_default=True, type=float)
 @_level
 def local_server(
-    host: str, port: int, api_key: str, api_secret: str, departure_timeout: float, log_level: str | None
+    host: str,
+    port: int,
+    api_key: str,
+    api_secret: str,
+    departure_timeout: float,
+    log_level: str | None,
 ) -> None:
     from .testing import open_local_server
 
@@ -185,7 +196,10 @@ def local_server(
 
     async def serve() -> None:
         async with open_local_server(
-            host=host, port=port, api_key=api_key, api_secret=api_secret,
+            host=host,
+            port=port,
+            api_key=api_key,
+            api_secret=api_secret,
             departure_timeout=departure_timeout,
         ) as server:
             click.echo(f"stand-in LiveKit server at {server.url} (key {api_key!r})", err=True)

@@ -36,6 +36,33 @@ async def run_setup(setup_fnc: object, proc: JobProcess, setup_timeout: float) -
             await result
 
 
+async def setup_and_run_job(
+    server: AgentServer,
+    session: RtcSession,
+    info: RunningJobInfo,
+    control: JobControl,
+    proc: JobProcess,
+) -> JobOutcome:
+    """Prewarm ``proc`` with ``setup_fnc``, then run the job tree in this trio run."""
+    try:
+        await run_setup(server.setup_fnc, proc, server.initialize_process_timeout)
+    except Exception as exc:
+        logger.exception("setup_fnc failed for job %s", info.job.id)
+        return JobOutcome(
+            kind=OutcomeKind.ERROR,
+            reason="setup failed",
+            error=f"setup_fnc failed: {type(exc).__name__}: {exc}",
+        )
+    return await run_job(
+        info,
+        session.entrypoint,
+        control,
+        proc=proc,
+        shutdown_process_timeout=server.shutdown_process_timeout,
+        delete_room_on_close=session.delete_room_on_close,
+    )
+
+
 class InlineExecutor:
     def __init__(self, server: AgentServer) -> None:
         self._server = server
@@ -46,25 +73,8 @@ class InlineExecutor:
     async def run(
         self, info: RunningJobInfo, control: JobControl, session: RtcSession
     ) -> JobOutcome:
-        server = self._server
         proc = JobProcess(executor_type=JobExecutorType.INLINE)
-        try:
-            await run_setup(server.setup_fnc, proc, server.initialize_process_timeout)
-        except Exception as exc:
-            logger.exception("setup_fnc failed for job %s", info.job.id)
-            return JobOutcome(
-                kind=OutcomeKind.ERROR,
-                reason="setup failed",
-                error=f"setup_fnc failed: {type(exc).__name__}: {exc}",
-            )
-        return await run_job(
-            info,
-            session.entrypoint,
-            control,
-            proc=proc,
-            shutdown_process_timeout=server.shutdown_process_timeout,
-            delete_room_on_close=session.delete_room_on_close,
-        )
+        return await setup_and_run_job(self._server, session, info, control, proc)
 
     async def aclose(self) -> None:
         return None

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._job._context import JobProcess, run_job
+from .._job._context import JobProcess
 from .._job._control import JobControl
 from .._types import JobExecutorType, JobOutcome, OutcomeKind, RunningJobInfo
-from ._inline import run_setup
+from ._inline import setup_and_run_job
 
 if TYPE_CHECKING:
     from .._worker._server import AgentServer, RtcSession
@@ -60,22 +60,7 @@ class ThreadExecutor:
             tokens.append(trio.lowlevel.current_trio_token())
             worker_token.run_sync_soon(forward)  # catch up on requests made meanwhile
             proc = JobProcess(executor_type=JobExecutorType.THREAD, pid=os.getpid())
-            try:
-                await run_setup(server.setup_fnc, proc, server.initialize_process_timeout)
-            except Exception as exc:
-                return JobOutcome(
-                    kind=OutcomeKind.ERROR,
-                    reason="setup failed",
-                    error=f"setup_fnc failed: {exc!r}",
-                )
-            return await run_job(
-                info,
-                session.entrypoint,
-                inner,
-                proc=proc,
-                shutdown_process_timeout=server.shutdown_process_timeout,
-                delete_room_on_close=session.delete_room_on_close,
-            )
+            return await setup_and_run_job(server, session, info, inner, proc)
 
         control.subscribe(forward)
         result: list[JobOutcome] = []

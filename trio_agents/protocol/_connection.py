@@ -248,12 +248,21 @@ class Connection:
                     self._arm(("status", ""), self._status_interval, ev.StatusDue())
             case ev.AvailabilityRequest() if self.our_role is Role.SERVER:
                 job_id = event.job.id
-                self._arm(("availability", job_id), self._availability_timeout,
-                          ev.AvailabilityTimeout(job_id=job_id))
+                self._arm(
+                    ("availability", job_id),
+                    self._availability_timeout,
+                    ev.AvailabilityTimeout(job_id=job_id),
+                )
             case ev.Availability():
                 self._timers.pop(("availability", event.job_id), None)
-                if self.our_role is Role.WORKER and self.job_state(event.job_id) is JobState.ACCEPTED:
-                    self._arm(("assignment", event.job_id), self._assignment_timeout,
-                              ev.AssignmentTimeout(job_id=event.job_id))
+                if (
+                    self.our_role is Role.WORKER
+                    and self.job_state(event.job_id) is JobState.ACCEPTED
+                ):
+                    self._arm(
+                        ("assignment", event.job_id),
+                        self._assignment_timeout,
+                        ev.AssignmentTimeout(job_id=event.job_id),
+                    )
             case ev.JobAssignment():
                 self._timers.pop(("assignment", event.job.id), None)

@@ -11,11 +11,11 @@ from ._rooms import Room as Room
 from ._server import DEV_API_KEY as DEV_API_KEY
 from ._server import DEV_API_SECRET as DEV_API_SECRET
 from ._server import LocalServer as LocalServer
+from ._server import open_local_server as open_local_server
 from ._simulate import LifecycleEvent as LifecycleEvent
 from ._simulate import Simulation as Simulation
 from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate_job as simulate_job
-from ._server import open_local_server as open_local_server
 
 __all__ = [
     "DEV_API_KEY",
@@ -23,11 +23,11 @@ __all__ = [
     "JobRecord",
     "LifecycleEvent",
     "LocalServer",
-    "Simulation",
-    "SimulationResult",
     "Participant",
     "Room",
     "SimulatedParticipant",
+    "Simulation",
+    "SimulationResult",
     "WorkerRecord",
     "open_local_server",
     "simulate_job",

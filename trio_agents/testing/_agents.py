@@ -182,7 +182,9 @@ class AgentHub(RoomListener):
         return record
 
     def _has_worker(self, agent_name: str, job_type: agent.JobType) -> bool:
-        return any(w.agent_name == agent_name and w.job_type == job_type for w in self.workers.values())
+        return any(
+            w.agent_name == agent_name and w.job_type == job_type for w in self.workers.values()
+        )
 
     def _has_any_worker(self, agent_name: str) -> bool:
         return any(w.agent_name == agent_name for w in self.workers.values())
@@ -210,7 +212,9 @@ class AgentHub(RoomListener):
         while True:
             worker = self._select(job, attempted)
             if worker is None:
-                logger.info("no worker available for job %s (agent_name=%r)", job.id, job.agent_name)
+                logger.info(
+                    "no worker available for job %s (agent_name=%r)", job.id, job.agent_name
+                )
                 self._set_state(record, agent.JS_FAILED, "no workers available")
                 return
             attempted.add(worker.id)
@@ -226,7 +230,9 @@ class AgentHub(RoomListener):
             if answer is None:
                 if worker.closed.is_set():
                     continue  # ErrWorkerClosed: try the next worker
-                logger.warning("worker %s did not answer availability for job %s", worker.id, job.id)
+                logger.warning(
+                    "worker %s did not answer availability for job %s", worker.id, job.id
+                )
                 self._set_state(record, agent.JS_FAILED, "availability timeout")
                 return
             if answer.terminate:
@@ -240,7 +246,9 @@ class AgentHub(RoomListener):
             offered.state.participant_identity = identity
             token = self.agent_token(worker, job.room.name, answer, attrs_)
             try:
-                worker.send(protocol.JobAssignment(job=offered, token=token, url=self._assignment_url()))
+                worker.send(
+                    protocol.JobAssignment(job=offered, token=token, url=self._assignment_url())
+                )
             except (protocol.LocalProtocolError, ConnectionClosed) as exc:
                 logger.warning("could not assign job %s to %s: %s", job.id, worker.id, exc)
                 continue
@@ -272,7 +280,11 @@ class AgentHub(RoomListener):
             worker.answers.pop(job.id, None)
 
     def agent_token(
-        self, worker: WorkerRecord, room: str, answer: protocol.Availability, attributes: dict[str, str]
+        self,
+        worker: WorkerRecord,
+        room: str,
+        answer: protocol.Availability,
+        attributes: dict[str, str],
     ) -> str:
         """The room-join JWT of an agent participant (protocol/agent/token.go)."""
         perms = worker.permissions
@@ -299,9 +311,7 @@ class AgentHub(RoomListener):
             .to_jwt()
         )
 
-    def _set_state(
-        self, record: JobRecord, status: agent.JobStatus, error: str
-    ) -> None:
+    def _set_state(self, record: JobRecord, status: agent.JobStatus, error: str) -> None:
         st = record.job.state
         now = time.time_ns()
         if st.status == agent.JS_PENDING and status != agent.JS_PENDING:
@@ -393,7 +403,7 @@ class AgentHub(RoomListener):
             while True:
                 deadline = conn.next_deadline()
                 with trio.move_on_at(deadline):
-                    await wake.wait_until(lambda: conn.next_deadline() != deadline)
+                    await wake.wait_until(lambda d=deadline: conn.next_deadline() != d)  # type: ignore[misc]
                     continue
                 for event in conn.handle_timer(trio.current_time()):
                     if isinstance(event, protocol.RegisterTimeout):
@@ -416,7 +426,9 @@ class AgentHub(RoomListener):
                         try:
                             raw = json_format.Parse(raw, agent.WorkerMessage()).SerializeToString()
                         except json_format.ParseError as exc:
-                            raise protocol.RemoteProtocolError(f"bad JSON WorkerMessage: {exc}") from exc
+                            raise protocol.RemoteProtocolError(
+                                f"bad JSON WorkerMessage: {exc}"
+                            ) from exc
                     event = conn.receive_message(raw)
                     wake.notify()
                     if event is None:
@@ -426,7 +438,11 @@ class AgentHub(RoomListener):
                     elif worker is not None:
                         self._handle(worker, event)
                     elif isinstance(event, protocol.Ping):
-                        send(protocol.Pong(last_timestamp=event.timestamp, timestamp=int(time.time() * 1000)))
+                        send(
+                            protocol.Pong(
+                                last_timestamp=event.timestamp, timestamp=int(time.time() * 1000)
+                            )
+                        )
         except* protocol.RemoteProtocolError as group:
             logger.warning("closing worker connection: %s", group.exceptions[0])
         except* ConnectionClosed:
@@ -438,7 +454,10 @@ class AgentHub(RoomListener):
                 await ws.aclose()
 
     def _register(
-        self, event: protocol.Register, conn: protocol.Connection, send: Callable[[protocol.Event], None]
+        self,
+        event: protocol.Register,
+        conn: protocol.Connection,
+        send: Callable[[protocol.Event], None],
     ) -> WorkerRecord:
         worker = WorkerRecord(
             id=new_sid("AW_"),

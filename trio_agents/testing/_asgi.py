@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import parse_qs
 
 import attrs
 import trio
 
 from .._errors import ConnectionClosed, HandshakeRejected
+from .._http import ASGIApp, Message, Receive, Scope, Send
+from .._http import send_response as send_response
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+__all__ = [
+    "ASGIApp",
+    "Message",
+    "Receive",
+    "Request",
+    "Scope",
+    "Send",
+    "WebSocket",
+    "send_response",
+]
 
 
 @attrs.frozen
@@ -239,15 +245,3 @@ async def read_body(receive: Receive, *, limit: int) -> bytes:
             raise ValueError(f"request body over {limit} bytes")
         if not msg.get("more_body"):
             return bytes(body)
-
-
-async def send_response(
-    send: Send, status: int, body: bytes, content_type: str, headers: Mapping[str, str] = {}
-) -> None:
-    hdrs = [
-        (b"content-type", content_type.encode()),
-        (b"content-length", str(len(body)).encode()),
-        *((k.encode(), v.encode()) for k, v in headers.items()),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": hdrs})
-    await send({"type": "http.response.body", "body": body})

@@ -30,6 +30,7 @@ Kind = models.ParticipantInfo.Kind
 #: Participants that neither keep a room open nor trigger participant jobs.
 DEPENDENT_KINDS = frozenset({models.ParticipantInfo.AGENT, models.ParticipantInfo.EGRESS})
 
+
 def new_sid(prefix: str) -> str:
     """A LiveKit-style id: ``RM_``, ``PA_``, ``TR_``, ``AD_``, ``AJ_`` + 12 chars."""
     return prefix + secrets.token_hex(6)
@@ -86,7 +87,11 @@ class Room:
     def snapshot(self) -> models.Room:
         out = models.Room()
         out.CopyFrom(self.info)
-        out.num_participants = sum(1 for p in self.participants.values() if not p.info.kind == models.ParticipantInfo.EGRESS)
+        out.num_participants = sum(
+            1
+            for p in self.participants.values()
+            if p.info.kind != models.ParticipantInfo.EGRESS
+        )
         out.num_publishers = sum(1 for p in self.participants.values() if p.info.is_publisher)
         return out
 
@@ -355,9 +360,13 @@ class Rooms:
         p.info.disconnect_reason = reason
         for t in p.info.tracks:
             room.broadcast(
-                rtc_pb.SignalResponse(track_unpublished=rtc_pb.TrackUnpublishedResponse(track_sid=t.sid))
+                rtc_pb.SignalResponse(
+                    track_unpublished=rtc_pb.TrackUnpublishedResponse(track_sid=t.sid)
+                )
             )
-        room.broadcast(rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info])))
+        room.broadcast(
+            rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info]))
+        )
         if not p.dependent:
             room.last_departure = trio.current_time()
         room.info.num_participants = len(room.participants)
@@ -393,7 +402,9 @@ class Rooms:
         if permission is not None:
             p.info.permission.CopyFrom(permission)
         p.info.version += 1
-        room.broadcast(rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info])))
+        room.broadcast(
+            rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info]))
+        )
         return p.info
 
     def update_metadata(self, room: Room, metadata: str) -> models.Room:
@@ -413,7 +424,9 @@ class Rooms:
         first = not p.info.is_publisher
         p.info.is_publisher = True
         p.info.version += 1
-        room.broadcast(rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info])))
+        room.broadcast(
+            rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info]))
+        )
         if first:
             self.listener.track_published(room, p)
         return track
@@ -427,6 +440,10 @@ class Rooms:
         p.info.tracks.extend(kept)
         p.info.version += 1
         room.broadcast(
-            rtc_pb.SignalResponse(track_unpublished=rtc_pb.TrackUnpublishedResponse(track_sid=track_sid))
+            rtc_pb.SignalResponse(
+                track_unpublished=rtc_pb.TrackUnpublishedResponse(track_sid=track_sid)
+            )
         )
-        room.broadcast(rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info])))
+        room.broadcast(
+            rtc_pb.SignalResponse(update=rtc_pb.ParticipantUpdate(participants=[p.info]))
+        )

@@ -17,9 +17,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import itertools
-from functools import partial
 import logging
 from collections.abc import AsyncIterator, Mapping
+from functools import partial
 
 import httpx
 import trio
@@ -27,8 +27,8 @@ from livekit import api as lkapi
 from livekit.protocol import agent
 
 from .. import _transport
-from .._http import serve_tcp
 from .._errors import ConnectionClosed
+from .._http import answer_lifespan, serve_tcp
 from ._agents import AgentHub, JobRecord
 from ._asgi import (
     Receive,
@@ -229,13 +229,8 @@ class LocalServer:
         """The ASGI entry point."""
         kind = scope["type"]
         if kind == "lifespan":
-            while True:
-                msg = await receive()
-                if msg["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif msg["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         path: str = scope["path"]
         if kind == "websocket":
             ws = WebSocket(scope, receive, send)
@@ -262,7 +257,10 @@ class LocalServer:
                 body = await read_body(receive, limit=MAX_BODY)
             except ValueError:
                 await send_response(
-                    send, 413, b'{"code":"malformed","msg":"request body too large"}', "application/json"
+                    send,
+                    413,
+                    b'{"code":"malformed","msg":"request body too large"}',
+                    "application/json",
                 )
                 return
             except ConnectionClosed:
