@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from livekit.protocol import agent, models
+from livekit.protocol import agent
 
 from .. import rtc
 from .._errors import TrioAgentsError
@@ -119,7 +119,25 @@ def _callback_arity(cb: ShutdownCallback) -> int:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, BaseExceptionGroup):
+        # name the actual errors, not "Exceptions from Trio nursery (1 sub-exception)"
+        return f"{type(exc).__name__}[{'; '.join(_describe(e) for e in exc.exceptions)}]"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _split_errors(exc: BaseException) -> tuple[Exception | None, BaseException | None]:
+    """Split what user code raised into its errors and the rest.
+
+    User code that is being cancelled can raise a group mixing ``Cancelled``
+    with errors of its cleanup (a nursery whose child fails in a ``finally``).
+    The errors are the job's to report; the rest (``Cancelled``, ...) must go
+    on propagating so that the cancel scope that caused it absorbs it.
+    """
+    if isinstance(exc, Exception):
+        return exc, None
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(Exception)
+    return None, exc
 
 
 class JobContext:
@@ -161,7 +179,9 @@ class JobContext:
         self._room_changed = trio.Event()
         self._room_error: BaseException | None = None
         self._entrypoints: list[_ParticipantEntrypoint] = []
-        self._participant_scopes: dict[str, trio.CancelScope] = {}
+        # participant sid -> one scope per running entrypoint task (a CancelScope
+        # can be entered only once, so two entrypoints cannot share one)
+        self._participant_scopes: dict[str, list[trio.CancelScope]] = {}
         self._started_pairs: set[tuple[str, int]] = set()
         self._callbacks: list[ShutdownCallback] = []
         self._api: LiveKitAPI | None = None
@@ -236,7 +256,9 @@ class JobContext:
             if self._connected:
                 return
             if self._shutdown_reason is not None:
-                raise JobShutdownError(f"cannot connect: the job is shutting down ({self._shutdown_reason})")
+                raise JobShutdownError(
+                    f"cannot connect: the job is shutting down ({self._shutdown_reason})"
+                )
             assert self._nursery is not None
             self._auto_subscribe = auto_subscribe
             self._install_room_handlers()
@@ -250,7 +272,10 @@ class JobContext:
                 self._start_participant(p, present_at_connect=True)
 
     async def _room_task(
-        self, options: rtc.RoomOptions, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        options: rtc.RoomOptions,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         started = False
 
@@ -284,8 +309,7 @@ class JobContext:
         @room.on("participant_disconnected")
         def _left(ev: rtc.ParticipantDisconnected) -> None:
             self._poke()
-            scope = self._participant_scopes.pop(ev.participant.sid, None)
-            if scope is not None:
+            for scope in self._participant_scopes.pop(ev.participant.sid, []):
                 scope.cancel()
 
         @room.on("track_published")
@@ -301,9 +325,12 @@ class JobContext:
         return False
 
     def _maybe_subscribe(self, publication: rtc.RemoteTrackPublication) -> None:
-        if self._auto_subscribe in (AutoSubscribe.AUDIO_ONLY, AutoSubscribe.VIDEO_ONLY):
-            if self._wants(publication.kind) and not publication.subscribed:
-                publication.set_subscribed(True)
+        if (
+            self._auto_subscribe in (AutoSubscribe.AUDIO_ONLY, AutoSubscribe.VIDEO_ONLY)
+            and self._wants(publication.kind)
+            and not publication.subscribed
+        ):
+            publication.set_subscribed(True)
 
     def _subscribe_existing(self, participant: rtc.RemoteParticipant) -> None:
         for pub in list(participant.track_publications.values()):
@@ -316,7 +343,10 @@ class JobContext:
     # --- participants -------------------------------------------------------------------
 
     def add_participant_entrypoint(
-        self, entrypoint_fnc: ParticipantFn, *, kind: int | Iterable[int] = DEFAULT_PARTICIPANT_KINDS
+        self,
+        entrypoint_fnc: ParticipantFn,
+        *,
+        kind: int | Iterable[int] = DEFAULT_PARTICIPANT_KINDS,
     ) -> None:
         """Run ``entrypoint_fnc(ctx, participant)`` once per matching participant.
 
@@ -331,12 +361,16 @@ class JobContext:
         if not inspect.iscoroutinefunction(entrypoint_fnc):
             raise TypeError("a participant entrypoint must be an async function (ctx, participant)")
         if any(e.fn is entrypoint_fnc for e in self._entrypoints):
-            raise ValueError(f"participant entrypoint {entrypoint_fnc.__qualname__} is already registered")
+            raise ValueError(
+                f"participant entrypoint {entrypoint_fnc.__qualname__} is already registered"
+            )
         self._entrypoints.append(
             _ParticipantEntrypoint(entrypoint_fnc, _kinds(kind), after_connect=self._connected)
         )
 
-    def _start_participant(self, participant: rtc.RemoteParticipant, *, present_at_connect: bool) -> None:
+    def _start_participant(
+        self, participant: rtc.RemoteParticipant, *, present_at_connect: bool
+    ) -> None:
         if self._participants is None or self._shutdown_reason is not None:
             return
         for index, ep in enumerate(self._entrypoints):
@@ -348,29 +382,41 @@ class JobContext:
             if key in self._started_pairs:
                 continue
             self._started_pairs.add(key)
-            scope = self._participant_scopes.get(participant.sid)
-            if scope is None:
-                scope = self._participant_scopes[participant.sid] = trio.CancelScope()
+            scope = trio.CancelScope()
+            self._participant_scopes.setdefault(participant.sid, []).append(scope)
             self._participants.start_soon(self._run_participant, ep, participant, scope)
 
     async def _run_participant(
-        self, ep: _ParticipantEntrypoint, participant: rtc.RemoteParticipant, scope: trio.CancelScope
+        self,
+        ep: _ParticipantEntrypoint,
+        participant: rtc.RemoteParticipant,
+        scope: trio.CancelScope,
     ) -> None:
         self._record("participant_entrypoint_started", participant.identity, ep.fn.__qualname__)
+        failed = False
         with scope:
             try:
                 await ep.fn(self, participant)
-            except Exception as exc:
-                logger.exception(
+            except BaseException as raised:
+                error, rest = _split_errors(raised)
+                if error is None:
+                    raise
+                failed = True
+                logger.error(
                     "participant entrypoint %s failed for %s (job %s)",
                     ep.fn.__qualname__,
                     participant.identity,
                     self.job.id,
+                    exc_info=error,
                     extra={"participant_identity": participant.identity},
                 )
-                self._record("participant_entrypoint_failed", participant.identity, _describe(exc))
-                return
-        self._record("participant_entrypoint_ended", participant.identity, ep.fn.__qualname__)
+                self._record(
+                    "participant_entrypoint_failed", participant.identity, _describe(error)
+                )
+                if rest is not None:
+                    raise rest from None  # the cancellation it was mixed with
+        if not failed:
+            self._record("participant_entrypoint_ended", participant.identity, ep.fn.__qualname__)
 
     async def wait_for_participant(
         self, *, identity: str | None = None, kind: int | Iterable[int] = DEFAULT_PARTICIPANT_KINDS
@@ -418,6 +464,11 @@ class JobContext:
         self._poke()
         self._record("shutdown", reason)
         logger.info("job shutting down: %s", reason)
+        if not drain:
+            # Step 3 at once: the work is cancelled from its next checkpoint on,
+            # not a scheduling round later when the teardown task wakes up.
+            # (After the poke: waiters it woke see the shutdown, not Cancelled.)
+            self._work_scope.cancel()
 
     async def aclose(self, reason: str = "user requested") -> None:
         """Shut down now (no drain) and wait for the teardown to finish.
@@ -499,14 +550,23 @@ class JobContext:
                     self._record("entrypoint_started")
                     try:
                         await entrypoint(self)
-                    except Exception as exc:
+                    except BaseException as raised:
+                        error, rest = _split_errors(raised)
+                        if error is None:
+                            raise
                         if self._shutdown_reason is None:
-                            self._entrypoint_error = exc
-                            logger.exception("the entrypoint of job %s raised", self.job.id)
-                            self._record("entrypoint_failed", _describe(exc))
-                            self.shutdown(f"entrypoint raised {type(exc).__name__}")
+                            self._entrypoint_error = error
+                            logger.error(
+                                "the entrypoint of job %s raised", self.job.id, exc_info=error
+                            )
+                            self._record("entrypoint_failed", _describe(error))
+                            self.shutdown(f"entrypoint raised {type(error).__name__}")
                         else:
-                            logger.warning("the entrypoint raised during shutdown: %s", _describe(exc))
+                            logger.warning(
+                                "the entrypoint raised during shutdown: %s", _describe(error)
+                            )
+                        if rest is not None:
+                            raise rest from None  # the cancellation it was mixed with
                         return
                     self._record("entrypoint_returned")
                     # Returning does not end the job: participant tasks go on.
@@ -639,9 +699,17 @@ async def run_job(
     except trio.Cancelled:
         raise
     except BaseException as exc:  # pragma: no cover - a bug in the tree itself
-        outcome = JobOutcome(kind=OutcomeKind.CRASHED, reason="job runner failed", error=_describe(exc))
+        outcome = JobOutcome(
+            kind=OutcomeKind.CRASHED, reason="job runner failed", error=_describe(exc)
+        )
         control.finish(outcome)
         raise
 
 
-__all__: Sequence[str] = ["JobContext", "JobProcess", "JobShutdownError", "get_job_context", "run_job"]
+__all__: Sequence[str] = [
+    "JobContext",
+    "JobProcess",
+    "JobShutdownError",
+    "get_job_context",
+    "run_job",
+]
