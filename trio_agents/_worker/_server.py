@@ -36,6 +36,7 @@ from .. import protocol
 from .._errors import ConnectFailed, ConnectionClosed, HandshakeRejected, TrioAgentsError
 from .._health import health_app
 from .._http import serve_tcp
+from .._job._control import JobControl
 from .._load import CPULoad
 from .._transport import MessageStream, open_websocket, websocket_base_url
 from .._types import (
@@ -48,7 +49,6 @@ from .._types import (
     WorkerPermissions,
 )
 from .._version import __version__
-from .._job._control import JobControl
 from ._request import AssignmentTimeoutError, JobRequest
 
 logger = logging.getLogger("trio_agents.worker")
@@ -57,6 +57,8 @@ logger = logging.getLogger("trio_agents.worker")
 REQUEST_ANSWER_TIMEOUT = 8.0
 #: How long the server may take to answer ``register``.
 REGISTER_RESPONSE_TIMEOUT = 10.0
+#: How long closing may take to send what is queued and say goodbye (close frame).
+CLOSE_CONNECTION_TIMEOUT = 3.0
 LOAD_INTERVAL = 0.5
 
 EntrypointFn = Callable[[Any], Awaitable[None]]
@@ -116,6 +118,9 @@ class AgentServer:
         host: str = "127.0.0.1",
         port: int | None = 8081,
     ) -> None:
+        for name, text in (("ws_url", ws_url), ("api_key", api_key), ("api_secret", api_secret)):
+            if text is not None and not isinstance(text, str):
+                raise TypeError(f"{name} must be a str or None, not {_type_name(text)}")
         if not isinstance(job_executor_type, JobExecutorType):
             raise TypeError(
                 f"job_executor_type must be a JobExecutorType, not {job_executor_type!r}"
@@ -124,17 +129,27 @@ class AgentServer:
             ("initialize_process_timeout", initialize_process_timeout),
             ("shutdown_process_timeout", shutdown_process_timeout),
             ("drain_timeout", drain_timeout),
+            ("job_memory_warn_mb", job_memory_warn_mb),
+            ("job_memory_limit_mb", job_memory_limit_mb),
         ):
-            if not isinstance(value, int | float) or value < 0 or math.isnan(value):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if load_threshold is not None and not (load_threshold > 0):
-            raise ValueError(f"load_threshold must be > 0, got {load_threshold!r}")
-        if num_idle_processes is not None and num_idle_processes < 0:
-            raise ValueError(f"num_idle_processes must be >= 0, got {num_idle_processes!r}")
-        if max_retry < 0:
-            raise ValueError(f"max_retry must be >= 0, got {max_retry!r}")
-        if port is not None and not 0 <= port <= 65535:
-            raise ValueError(f"port must be in 0..65535 or None, got {port!r}")
+            _check_number(name, value, minimum=0)
+        if load_threshold is not None:
+            _check_number("load_threshold", load_threshold)
+            if not load_threshold > 0:
+                raise ValueError(f"load_threshold must be > 0, got {load_threshold!r}")
+        if num_idle_processes is not None:
+            _check_int("num_idle_processes", num_idle_processes, minimum=0)
+        _check_int("max_retry", max_retry, minimum=0)
+        if port is not None:
+            _check_int("port", port, minimum=0)
+            if port > 65535:
+                raise ValueError(f"port must be in 0..65535 or None, got {port!r}")
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, not {_type_name(host)}")
+        if permissions is not None and not isinstance(permissions, WorkerPermissions):
+            raise TypeError(
+                f"permissions must be a WorkerPermissions, not {_type_name(permissions)}"
+            )
         if load_fnc is not None and not callable(load_fnc):
             raise TypeError("load_fnc must be callable")
         if setup_fnc is not None and not callable(setup_fnc):
@@ -170,12 +185,15 @@ class AgentServer:
         self._load = 0.0
         self._draining = False
         self._connection_failed: str | None = None
+        self._fatal: WorkerError | None = None
         self._conn: protocol.Connection | None = None
         self._send_channel: trio.MemorySendChannel[bytes] | None = None
         self._pending_assignments: dict[str, trio.MemorySendChannel[protocol.Event | None]] = {}
         self._close_requested = trio.Event()
         self._registered = trio.Event()
         self._closed = trio.Event()
+        self._stop_connection = trio.Event()
+        self._connection_done = trio.Event()
         self._jobs_changed = _LazyEvent()
         self._jobs_nursery: trio.Nursery | None = None
         self._executor: Any = None
@@ -200,13 +218,20 @@ class AgentServer:
         explicit dispatch only.  Only one session per server.
         """
         if self._session is not None:
-            raise RuntimeError("an AgentServer takes exactly one rtc_session; one is registered already")
+            raise RuntimeError(
+                "an AgentServer takes exactly one rtc_session; one is registered already"
+            )
         if agent_name is None:
             agent_name = os.environ.get("LIVEKIT_AGENT_NAME", "")
         if not isinstance(agent_name, str):
-            raise TypeError(f"agent_name must be a str, not {type(agent_name).__name__}")
+            # (``type`` is the argument here, not the builtin)
+            raise TypeError(f"agent_name must be a str, not {_type_name(agent_name)}")
         if not isinstance(type, ServerType):
             raise TypeError(f"type must be a ServerType, not {type!r}")
+        if not isinstance(delete_room_on_close, bool):
+            raise TypeError(
+                f"delete_room_on_close must be a bool, not {_type_name(delete_room_on_close)}"
+            )
         if on_request is not None and not inspect.iscoroutinefunction(on_request):
             raise TypeError("on_request must be an async function taking a JobRequest")
 
@@ -250,7 +275,9 @@ class AgentServer:
         ]
         if missing:
             raise WorkerError("missing configuration: " + ", ".join(missing))
-        assert url and key and secret
+        assert url
+        assert key
+        assert secret
         try:
             url = websocket_base_url(url)
         except ValueError as exc:
@@ -262,6 +289,13 @@ class AgentServer:
         if self.load_threshold is not None:
             return self.load_threshold
         return math.inf if self.devmode else 0.7
+
+    @property
+    def effective_num_idle_processes(self) -> int:
+        """``num_idle_processes``, or the mode's default: 0 in dev, else min(cpus, 4)."""
+        if self.num_idle_processes is not None:
+            return self.num_idle_processes
+        return 0 if self.devmode else min(os.cpu_count() or 1, 4)
 
     # --- state for health / tests -------------------------------------------------
 
@@ -321,10 +355,14 @@ class AgentServer:
         url, key, secret = self._resolve()
         self._running = True
         self._close_requested = trio.Event()
-        self._registered = trio.Event()
+        if self._registered.is_set():  # a previous run; keep an event someone already waits on
+            self._registered = trio.Event()
         self._closed = trio.Event()
+        self._stop_connection = trio.Event()
+        self._connection_done = trio.Event()
         self._draining = False
         self._connection_failed = None
+        self._fatal = None
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
         from .._executor import make_executor
@@ -335,19 +373,31 @@ class AgentServer:
             async with trio.open_nursery() as service:
                 if self.port is not None:
                     app = health_app(self._health, self.worker_info)
-                    self.health_port = await service.start(serve_tcp, app, self.host, self.port)
-                    logger.info("health server listening on http://%s:%d", self.host, self.health_port)
+                    try:
+                        self.health_port = await service.start(serve_tcp, app, self.host, self.port)
+                    except* OSError as group:  # hypercorn raises it inside its nurseries
+                        raise WorkerError(
+                            f"cannot serve the health check on {self.host}:{self.port}: "
+                            f"{group.exceptions[0]}"
+                        ) from None
+                    logger.info(
+                        "health server listening on http://%s:%d", self.host, self.health_port
+                    )
                 if handle_signals:
                     await service.start(self._watch_signals, service)
                 service.start_soon(self._sample_load, load_fnc)
                 await self._executor.start(service)
-                service.start_soon(self._connection_loop, url, key, secret, session)
+                service.start_soon(self._connection_task, url, key, secret, session)
                 task_status.started()
-                async with trio.open_nursery() as jobs:
-                    self._jobs_nursery = jobs
-                    await self._close_requested.wait()
-                    await self._shutdown_jobs()
+                try:
+                    async with trio.open_nursery() as jobs:
+                        self._jobs_nursery = jobs
+                        await self._close_requested.wait()
+                        await self._shutdown_jobs()
+                finally:
+                    self._jobs_nursery = None
                 await self._flush_statuses()
+                await self._close_connection()
                 service.cancel_scope.cancel()
         except* WorkerError as group:
             raise group.exceptions[0] from None
@@ -357,16 +407,42 @@ class AgentServer:
             if self._executor is not None:
                 with trio.CancelScope(shield=True):
                     await self._executor.aclose()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _connection_task(self, url: str, key: str, secret: str, session: RtcSession) -> None:
+        """The connection loop; a failure for good closes the worker like ``aclose``.
+
+        Running jobs then get their normal, bounded teardown while the health
+        check answers 503; ``run`` raises the ``WorkerError`` at the end.
+        """
+        try:
+            await self._connection_loop(url, key, secret, session)
+        except WorkerError as exc:
+            if self._jobs:
+                logger.error("%s; shutting down %d running jobs", exc, len(self._jobs))
+            self._fatal = exc
+            self._request_close()
+        finally:
+            self._connection_done.set()
+
+    async def _close_connection(self) -> None:
+        """End the websocket politely: send what is queued, then the close frame (bounded)."""
+        self._stop_connection.set()
+        with trio.move_on_after(CLOSE_CONNECTION_TIMEOUT):
+            await self._connection_done.wait()
 
     async def aclose(self) -> None:
         """Stop now: shut every job down within its budget, then return from ``run``."""
+        if not self._running:
+            return
         self._request_close()
         await self._closed.wait()
 
     def _request_close(self) -> None:
         self._close_requested.set()
 
-    async def drain(self, timeout: float | None = None) -> None:
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - SPEC name
         """Stop taking jobs, let running jobs end (at most ``timeout``, default
         ``drain_timeout``), then shut down the rest with their budget and close."""
         timeout = self.drain_timeout if timeout is None else timeout
@@ -374,7 +450,9 @@ class AgentServer:
         with trio.move_on_after(timeout) as scope:
             await self._wait_idle()
         if scope.cancelled_caught:
-            logger.warning("drain timed out after %.1f s; shutting down %d jobs", timeout, len(self._jobs))
+            logger.warning(
+                "drain timed out after %.1f s; shutting down %d jobs", timeout, len(self._jobs)
+            )
         await self.aclose()
 
     def _start_draining(self) -> None:
@@ -406,7 +484,10 @@ class AgentServer:
             logger.warning("%d final job statuses could not be sent", len(self._unreported))
 
     async def _watch_signals(
-        self, nursery: trio.Nursery, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+        self,
+        nursery: trio.Nursery,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             task_status.started()
@@ -443,12 +524,13 @@ class AgentServer:
             await trio.sleep(LOAD_INTERVAL)
 
     def _is_full(self) -> bool:
-        if self._draining:
+        if self._draining or self._close_requested.is_set():
             return True
         active = len(self._jobs)
         if self._reserved:
+            # no job to learn from: assume the threshold spread over the idle pool
             per_job = self._load / active if active else self.effective_load_threshold / max(
-                self.num_idle_processes or 1, 1
+                self.effective_num_idle_processes, 1
             )
             if not math.isfinite(per_job):
                 per_job = 0.0
@@ -459,7 +541,7 @@ class AgentServer:
 
     async def _connection_loop(self, url: str, key: str, secret: str, session: RtcSession) -> None:
         retry = 0
-        while True:
+        while not self._stop_connection.is_set():
             self._registered_this_attempt = False
             try:
                 token = (
@@ -487,6 +569,8 @@ class AgentServer:
                 _RegisterTimeout,
             ) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
+            if self._stop_connection.is_set():
+                return
             if self._registered_this_attempt:
                 retry = 0
             if retry >= self.max_retry:
@@ -496,7 +580,8 @@ class AgentServer:
                 )
             delay = min(retry * 2, 10)
             logger.warning("worker connection lost (%s); retrying in %d s", reason, delay)
-            await trio.sleep(delay)
+            with trio.move_on_after(delay):
+                await self._stop_connection.wait()
             retry += 1
 
     _registered_this_attempt = False
@@ -550,6 +635,15 @@ class AgentServer:
         async def writer() -> None:
             async for data in recv_ch:
                 await ws.send_message(data)
+            # closed by stopper(): all that was queued is sent; end the session
+            # normally, so that the websocket closes with a close frame
+            nursery.cancel_scope.cancel()
+
+        async def stopper() -> None:
+            await self._stop_connection.wait()
+            self._conn = None
+            self._send_channel = None
+            send_ch.close()
 
         async def timers() -> None:
             while True:
@@ -570,6 +664,7 @@ class AgentServer:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(writer)
                 nursery.start_soon(timers)
+                nursery.start_soon(stopper)
                 while True:
                     raw = await ws.get_message()
                     if isinstance(raw, str):
@@ -683,9 +778,13 @@ class AgentServer:
                 args_box.append(args)
 
             async def on_reject(terminate: bool) -> None:
-                self._send(protocol.Availability(job_id=job.id, available=False, terminate=terminate))
+                self._send(
+                    protocol.Availability(job_id=job.id, available=False, terminate=terminate)
+                )
 
-            req = JobRequest(job, on_accept=on_accept, on_reject=on_reject, agent_name=session.agent_name)
+            req = JobRequest(
+                job, on_accept=on_accept, on_reject=on_reject, agent_name=session.agent_name
+            )
             handler = session.on_request or _default_on_request
             with trio.move_on_after(REQUEST_ANSWER_TIMEOUT) as scope:
                 try:
@@ -696,7 +795,9 @@ class AgentServer:
                 except Exception:
                     logger.exception("on_request raised for job %s", job.id)
             if scope.cancelled_caught and req.answer is None:
-                logger.warning("on_request did not answer job %s within %.1f s", job.id, REQUEST_ANSWER_TIMEOUT)
+                logger.warning(
+                    "on_request did not answer job %s within %.1f s", job.id, REQUEST_ANSWER_TIMEOUT
+                )
             if req.answer is None:
                 self._send(protocol.Availability(job_id=job.id, available=False, terminate=False))
                 return
@@ -717,14 +818,32 @@ class AgentServer:
             self._jobs_changed.set()
 
     def _launch(self, info: RunningJobInfo) -> None:
+        if self._jobs_nursery is None:
+            # assigned after the worker finished closing: nothing can run it
+            logger.warning(
+                "job %s was assigned after the worker closed; not running it", info.job.id
+            )
+            self._send_final(
+                protocol.UpdateJobStatus(
+                    job_id=info.job.id, status=agent.JS_FAILED, error="the worker was closing"
+                )
+            )
+            return
         control = JobControl()
         job = _Job(info=info, control=control)
         self._jobs[info.job.id] = job
         if self._draining:
             control.notify_draining()
+        if self._close_requested.is_set():
+            # accepted while the worker was closing: it gets the normal teardown at once
+            control.request_shutdown("worker shutting down")
         logger.info(
             "job %s launched (room=%s, agent_name=%r, dispatch=%s, metadata=%r)",
-            info.job.id, info.job.room.name, info.job.agent_name, info.job.dispatch_id, info.job.metadata,
+            info.job.id,
+            info.job.room.name,
+            info.job.agent_name,
+            info.job.dispatch_id,
+            info.job.metadata,
         )
         assert self._jobs_nursery is not None
         self._jobs_nursery.start_soon(self._run_job, job)
@@ -732,7 +851,9 @@ class AgentServer:
     async def _run_job(self, job: _Job) -> None:
         job_id = job.info.job.id
         started = time.monotonic()
-        job.status_sent = self._send(protocol.UpdateJobStatus(job_id=job_id, status=agent.JS_RUNNING))
+        job.status_sent = self._send(
+            protocol.UpdateJobStatus(job_id=job_id, status=agent.JS_RUNNING)
+        )
         try:
             outcome = await self._executor.run(job.info, job.control, self.session)
         except Exception as exc:  # an executor bug must not take the worker down
@@ -747,6 +868,26 @@ class AgentServer:
         self._send_final(
             protocol.UpdateJobStatus(job_id=job_id, status=outcome.job_status, error=outcome.error)
         )
+
+
+def _type_name(value: object) -> str:
+    return value.__class__.__name__
+
+
+def _check_number(name: str, value: object, *, minimum: float | None = None) -> None:
+    """A real number (not bool, not NaN), at least ``minimum``; errors name the argument."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, not {_type_name(value)}")
+    if math.isnan(value) or (minimum is not None and value < minimum):
+        bound = f" >= {minimum:g}" if minimum is not None else ""
+        raise ValueError(f"{name} must be a number{bound}, got {value!r}")
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {_type_name(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
 
 
 async def _default_on_request(req: JobRequest) -> None:
