@@ -456,6 +456,77 @@ async def test_declining_without_terminate_lets_the_server_try_the_next_worker(
         assert len(willing.active_jobs) == 1
 
 
+async def test_accept_returns_once_the_job_is_launched(
+    autojump_clock: trio.abc.Clock, server: LocalServer
+) -> None:
+    """Work an on_request does after accept() does not delay (or cancel) the job."""
+    ws = make_worker(server.url)
+    started_at: list[float] = []
+    after_accept: list[bool] = []
+
+    async def on_request(req: JobRequest) -> None:
+        await req.accept()
+        after_accept.append(req.id in {j.job.id for j in ws.active_jobs})
+        await trio.sleep(100)  # lingering: cut at the answer bound, job untouched
+
+    @ws.rtc_session(on_request=on_request)
+    async def entry(ctx: JobContext) -> None:
+        started_at.append(trio.current_time())
+        await ctx.connect()
+        await trio.sleep_forever()
+
+    async with running(ws):
+        t0 = trio.current_time()
+        server.create_room("eager")
+        record = await server.wait_for_job(room="eager")
+        await launched(server, record)
+        assert after_accept == [True]
+        assert started_at == [pytest.approx(t0)]
+        await trio.sleep(30)
+        assert record.status == agent.JS_RUNNING
+        assert len(ws.active_jobs) == 1
+
+
+async def test_a_slow_answer_and_a_slow_assignment_each_get_their_own_time(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    """on_request answers after 5 s (< 8 s), the server assigns 6 s later (< 7.5 s):
+    the job runs, though the two together take longer than either bound."""
+    job = offer("AJ_patient")
+
+    async def script(fc: FakeConnection) -> None:
+        await register_then(fc)
+        fc.send(job)
+        await fc.wait_for(protocol.Availability)
+        await trio.sleep(6)
+        fc.send(protocol.JobAssignment(job=job.job, token="t"))
+        await trio.sleep_forever()
+
+    async def on_request(req: JobRequest) -> None:
+        await trio.sleep(5)
+        await req.accept()
+
+    started = trio.Event()
+
+    async def entry(ctx: JobContext) -> None:
+        started.set()
+        await trio.sleep_forever()
+
+    async with open_fake_server(script) as fake, trio.open_nursery() as nursery:
+        nursery.start_soon(watchdog)
+        ws = make_worker(fake.url)
+        ws.rtc_session(entry, on_request=on_request)
+        async with running(ws):
+            t0 = trio.current_time()
+            await started.wait()
+            assert trio.current_time() - t0 == pytest.approx(11)
+            fc = fake.attempts[0][1]
+            assert fc is not None
+            updates = await fc.wait_for(protocol.UpdateJobStatus)
+            assert [(u.job_id, u.status) for u in updates] == [("AJ_patient", agent.JS_RUNNING)]
+        nursery.cancel_scope.cancel()
+
+
 async def test_assignment_timeout_and_a_late_assignment(autojump_clock: trio.abc.Clock) -> None:
     """The server takes the accept but never assigns: accept() raises after 7.5 s,
     the job is not launched; an assignment arriving later is reported failed."""

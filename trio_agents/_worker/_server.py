@@ -751,8 +751,11 @@ class AgentServer:
             return
         self._reserved += 1
         try:
-            assignment: list[protocol.JobAssignment] = []
-            args_box: list[JobAcceptArguments] = []
+            # on_request must answer in time; waiting for the assignment after an
+            # accept has its own bound (the protocol's 7.5 s assignment timeout)
+            answer_scope = trio.CancelScope(
+                deadline=trio.current_time() + REQUEST_ANSWER_TIMEOUT
+            )
 
             async def on_accept(args: JobAcceptArguments) -> None:
                 ch_send, ch_recv = trio.open_memory_channel[protocol.Event | None](1)
@@ -769,13 +772,28 @@ class AgentServer:
                         )
                     ):
                         raise ConnectionClosed("worker connection lost before accepting")
-                    result = await ch_recv.receive()
+                    answer_deadline, answer_scope.deadline = answer_scope.deadline, math.inf
+                    try:
+                        result = await ch_recv.receive()
+                    finally:
+                        answer_scope.deadline = answer_deadline
                 finally:
                     self._pending_assignments.pop(job.id, None)
                 if not isinstance(result, protocol.JobAssignment):
                     raise AssignmentTimeoutError(f"job {job.id} was accepted but never assigned")
-                assignment.append(result)
-                args_box.append(args)
+                # accept() returns once the job is launched
+                url, key, secret = self._resolve()
+                self._launch(
+                    RunningJobInfo(
+                        job=result.job,
+                        url=result.url or url,
+                        token=result.token,
+                        worker_id=self.worker_id or "",
+                        accept_arguments=args,
+                        api_key=key,
+                        api_secret=secret,
+                    )
+                )
 
             async def on_reject(terminate: bool) -> None:
                 self._send(
@@ -786,7 +804,7 @@ class AgentServer:
                 job, on_accept=on_accept, on_reject=on_reject, agent_name=session.agent_name
             )
             handler = session.on_request or _default_on_request
-            with trio.move_on_after(REQUEST_ANSWER_TIMEOUT) as scope:
+            with answer_scope:
                 try:
                     await handler(req)
                 except AssignmentTimeoutError:
@@ -794,25 +812,12 @@ class AgentServer:
                     return
                 except Exception:
                     logger.exception("on_request raised for job %s", job.id)
-            if scope.cancelled_caught and req.answer is None:
+            if answer_scope.cancelled_caught and req.answer is None:
                 logger.warning(
                     "on_request did not answer job %s within %.1f s", job.id, REQUEST_ANSWER_TIMEOUT
                 )
             if req.answer is None:
                 self._send(protocol.Availability(job_id=job.id, available=False, terminate=False))
-                return
-            if assignment:
-                a = assignment[0]
-                info = RunningJobInfo(
-                    job=a.job,
-                    url=a.url or self._resolve()[0],
-                    token=a.token,
-                    worker_id=self.worker_id or "",
-                    accept_arguments=args_box[0],
-                    api_key=self._resolve()[1],
-                    api_secret=self._resolve()[2],
-                )
-                self._launch(info)
         finally:
             self._reserved -= 1
             self._jobs_changed.set()
