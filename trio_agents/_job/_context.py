@@ -463,7 +463,13 @@ class JobContext:
         self._shutdown_started.set()
         self._poke()
         self._record("shutdown", reason)
-        logger.info("job shutting down: %s", reason)
+        # shutdown() may be called from outside the job (the worker's control
+        # line, a webhook holding the context): stamp this job's fields anyway
+        fields_token = job_log_fields.set(self._log_fields)
+        try:
+            logger.info("job shutting down: %s", reason)
+        finally:
+            job_log_fields.reset(fields_token)
         if not drain:
             # Step 3 at once: the work is cancelled from its next checkpoint on,
             # not a scheduling round later when the teardown task wakes up.
