@@ -5,6 +5,7 @@ no traceback (``python signal_agent.py start ...`` in a child process, and
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from livekit.protocol import agent
 
 from trio_agents import AgentServer, JobContext, run_app
 from trio_agents.testing import LocalServer, open_local_server
@@ -140,3 +142,38 @@ def test_run_app_checks_its_argument() -> None:
         run_app("agent.py")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="rtc_session"):
         run_app(AgentServer())
+
+
+async def test_connect_dispatches_the_agent_to_the_named_room(
+    server: LocalServer, tmp_path: Path
+) -> None:
+    stderr_path = tmp_path / "connect.stderr"
+    with trio.fail_after(20):
+        with stderr_path.open("wb") as stderr:
+            proc = await trio.lowlevel.open_process(
+                [
+                    sys.executable, str(AGENT), "connect", "--room", "cli-room",
+                    "--metadata", "from the command line", "--url", server.url,
+                    "--api-key", server.api_key, "--api-secret", server.api_secret,
+                    "--log-level", "INFO",
+                ],
+                env=clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
+        try:
+            record = await server.wait_for_job(room="cli-room")
+            await server.agents.changes.wait_until(lambda: len(record.history) >= 2)
+            assert (record.job.agent_name, record.job.metadata) == (
+                "signal-agent",
+                "from the command line",
+            )
+            proc.send_signal(signal.SIGTERM)  # the job wraps up when draining starts
+            assert await proc.wait() == 0
+            assert record.history[-1] == agent.JS_SUCCESS
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert "Traceback" not in stderr_path.read_text()

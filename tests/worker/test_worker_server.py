@@ -999,3 +999,74 @@ async def test_aclose_while_an_offer_is_being_answered_does_not_hang(
     assert record.history[-1] == agent.JS_SUCCESS
     # and a closed worker's aclose() returns at once
     await ws.aclose()
+
+
+async def test_dispatch_status_and_termination_over_loopback_tcp() -> None:
+    """The same exchanges over real sockets: the worker's /agent websocket and
+    the jobs' simulated-room links are TCP connections to the stand-in."""
+    with trio.fail_after(30):
+        async with open_local_server(port=0) as server:
+            assert server.url.startswith("ws://127.0.0.1:")
+            ws = make_worker(server.url)
+            reasons: dict[str, str] = {}
+            joined: dict[str, trio.Event] = {"tcp-ok": trio.Event(), "tcp-end": trio.Event()}
+
+            async def on_request(req: JobRequest) -> None:
+                if req.room.name == "tcp-no":
+                    await req.reject()
+                else:
+                    await req.accept(identity=f"tcp-agent-{req.room.name}")
+
+            @ws.rtc_session(agent_name="tcp-agent", on_request=on_request)
+            async def entry(ctx: JobContext) -> None:
+                name = ctx.job.room.name
+                ctx.add_shutdown_callback(lambda reason: reasons.__setitem__(name, reason))
+                await ctx.connect()
+                if name == "tcp-fail":
+                    raise RuntimeError("broken on purpose")
+                joined[name].set()
+                if name == "tcp-end":
+                    ctx.shutdown("done here")
+                await trio.sleep_forever()
+
+            dispatch = [RoomAgentDispatch(agent_name="tcp-agent")]
+            async with running(ws):
+                assert ws.worker_id in server.agents.workers
+                records = {}
+                for name in ("tcp-ok", "tcp-end", "tcp-fail", "tcp-no"):
+                    server.rooms.create(name, agents=dispatch)
+
+                    def in_room(n: str = name) -> list[JobRecord]:
+                        return [r for r in server.agents.jobs.values() if r.job.room.name == n]
+
+                    await server.agents.changes.wait_until(lambda: bool(in_room()))
+                    (records[name],) = in_room()
+                    # one offer at a time: with load 0 and no job yet, each pending
+                    # offer reserves threshold/min(cpus, 4) of the capacity
+                    await server.agents.changes.wait_until(
+                        lambda n=name: bool(records[n].history)
+                    )
+                await joined["tcp-ok"].wait()
+                room = server.rooms.get("tcp-ok")
+                assert room is not None
+                assert "tcp-agent-tcp-ok" in room.participants
+                for name in ("tcp-end", "tcp-fail", "tcp-no"):
+                    await finished(server, records[name].job.id)
+                assert server.agents.terminate(records["tcp-ok"].job.id)
+                await finished(server, records["tcp-ok"].job.id)
+            summary = {n: (r.history, r.error) for n, r in records.items()}
+            running_ = [agent.JS_RUNNING, agent.JS_RUNNING]
+            assert summary == {
+                "tcp-ok": ([*running_, agent.JS_SUCCESS], ""),
+                "tcp-end": ([*running_, agent.JS_SUCCESS], ""),
+                "tcp-fail": (
+                    [*running_, agent.JS_FAILED],
+                    "entrypoint raised RuntimeError: broken on purpose",
+                ),
+                "tcp-no": ([agent.JS_SUCCESS], ""),
+            }
+            assert reasons == {
+                "tcp-ok": "job terminated by the server",
+                "tcp-end": "done here",
+                "tcp-fail": "entrypoint raised RuntimeError",
+            }
