@@ -9,6 +9,7 @@ LiveKit server would have seen.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import AsyncIterator, Sequence
@@ -607,6 +608,36 @@ async def test_three_workers_share_the_load_and_refuse_past_the_threshold(
         # every job ran on exactly one worker
         running_ids = [j.job.id for ws in workers for j in ws.active_jobs]
         assert len(set(running_ids)) == 9
+
+
+async def test_load_fnc_may_take_the_server_and_its_failures_are_contained(
+    autojump_clock: trio.abc.Clock, server: LocalServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[AgentServer] = []
+    t0 = trio.current_time()
+
+    def load(ws: AgentServer) -> float:
+        seen.append(ws)
+        elapsed = trio.current_time() - t0
+        if elapsed < 3:  # reported at 2.5 s
+            return 0.2
+        if elapsed < 8:  # reported at 5 and 7.5 s: still 0.2
+            raise RuntimeError("sensor gone")
+        return math.nan  # reported at 10 s
+
+    ws = make_worker(server.url, load_fnc=load)
+    ws.rtc_session(_park)
+    with caplog.at_level(logging.ERROR, logger="trio_agents.worker"):
+        async with running(ws):
+            record = server.agents.workers[ws.worker_id or ""]
+            await trio.sleep(7.6 - (trio.current_time() - t0))
+            assert record.load == pytest.approx(0.2)  # failures keep the last load
+            await trio.sleep(10.1 - (trio.current_time() - t0))
+            assert (record.load, record.status) == (1.0, agent.WS_FULL)  # NaN: fully loaded
+    assert seen
+    assert all(s is ws for s in seen)
+    failures = [r for r in caplog.records if "load_fnc failed" in r.getMessage()]
+    assert len(failures) == 1  # logged once, not every half second
 
 
 @pytest.mark.parametrize(("num_idle", "taken"), [(None, 4), (2, 2), (1, 1)])

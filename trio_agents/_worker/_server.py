@@ -104,7 +104,7 @@ class AgentServer:
         api_secret: str | None = None,
         *,
         setup_fnc: Callable[[Any], Any] | None = None,
-        load_fnc: Callable[[], float] | None = None,
+        load_fnc: Callable[[], float] | Callable[[AgentServer], float] | None = None,
         load_threshold: float | None = None,
         job_executor_type: JobExecutorType = JobExecutorType.PROCESS,
         num_idle_processes: int | None = None,
@@ -368,7 +368,7 @@ class AgentServer:
         from .._executor import make_executor
 
         self._executor = make_executor(self)
-        load_fnc = self.load_fnc or CPULoad()
+        load_fnc = _load_sampler(self)
         try:
             async with trio.open_nursery() as service:
                 if self.port is not None:
@@ -514,12 +514,17 @@ class AgentServer:
         self._request_close()
 
     async def _sample_load(self, load_fnc: Callable[[], float]) -> None:
+        failing = False
         while True:
             try:
                 value = float(load_fnc())
             except Exception:
-                logger.exception("load_fnc failed; keeping the last load")
+                # once per run of failures, not every half second
+                if not failing:
+                    logger.exception("load_fnc failed; keeping the last load")
+                failing = True
             else:
+                failing = False
                 self._load = value if math.isfinite(value) else 1.0
             await trio.sleep(LOAD_INTERVAL)
 
@@ -873,6 +878,25 @@ class AgentServer:
         self._send_final(
             protocol.UpdateJobStatus(job_id=job_id, status=outcome.job_status, error=outcome.error)
         )
+
+
+def _load_sampler(server: AgentServer) -> Callable[[], float]:
+    """``load_fnc`` as a no-argument callable; like upstream it may take the server."""
+    fn = server.load_fnc
+    if fn is None:
+        return CPULoad()
+    try:
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+        ]
+    except (TypeError, ValueError):
+        params = []
+    if params:
+        takes_server = cast("Callable[[AgentServer], float]", fn)
+        return lambda: takes_server(server)
+    return cast("Callable[[], float]", fn)
 
 
 def _type_name(value: object) -> str:
