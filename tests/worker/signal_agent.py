@@ -3,7 +3,7 @@
 INLINE jobs keep it quick to start.  ``SIGNAL_AGENT_MODE`` chooses how its
 jobs react when the worker drains:
 
-* ``cooperative`` (default): wrap up half a second after ``ctx.shutting_down``;
+* ``cooperative`` (default): wrap up a second after ``ctx.shutting_down``;
 * ``stubborn``: ignore draining and run until shut down.
 
 ``SIGNAL_AGENT_MAX_RETRY`` sets ``max_retry`` (default 16).
@@ -34,7 +34,7 @@ async def entry(ctx: JobContext) -> None:
     if MODE == "stubborn":
         await trio.sleep_forever()
     await ctx.shutting_down.wait()
-    await trio.sleep(0.5)
+    await trio.sleep(1.0)
     ctx.shutdown("finished after drain")
 
 

@@ -279,15 +279,11 @@ class FakeConnection:
     conn: protocol.Connection
     to_worker: trio.MemorySendChannel[bytes | str] = attrs.field(repr=False)
     received: list[protocol.Event] = attrs.field(factory=list)
-    raw: list[bytes] = attrs.field(factory=list)
     closed: trio.Event = attrs.field(factory=trio.Event)
     changes: Changes = attrs.field(factory=Changes, repr=False)
 
     def send(self, event: protocol.Event) -> None:
         self.to_worker.send_nowait(self.conn.send(event))
-
-    def send_raw(self, data: bytes | str) -> None:
-        self.to_worker.send_nowait(data)
 
     def close(self) -> None:
         self.to_worker.close()
@@ -318,13 +314,11 @@ class FakeServerEndpoint:
         script: Callable[[FakeConnection], Awaitable[None]],
         *,
         gate: Gate = lambda headers: None,
-        register_timeout: float = math.inf,
     ) -> None:
         self.name = f"fake-agent-server-{next(_ids)}"
         self.url = f"memory://{self.name}"
         self._script = script
         self._gate = gate
-        self._register_timeout = register_timeout
         #: (trio time, connection or None if refused) of every attempt.
         self.attempts: list[tuple[float, FakeConnection | None]] = []
         self.changes = Changes()
@@ -341,10 +335,9 @@ class FakeServerEndpoint:
             raise refusal
         to_worker_send, to_worker_recv = trio.open_memory_channel[bytes | str](math.inf)
         fc = FakeConnection(
+            # no register deadline: the scripts decide what the server does
             protocol.Connection(
-                protocol.Role.SERVER,
-                clock=trio.current_time,
-                register_timeout=self._register_timeout,
+                protocol.Role.SERVER, clock=trio.current_time, register_timeout=math.inf
             ),
             to_worker_send,
         )
@@ -385,7 +378,6 @@ class _FakeStream:
             raise ConnectionClosed("fake server closed")
         await trio.lowlevel.checkpoint()
         assert isinstance(data, bytes)
-        self._fc.raw.append(data)
         event = self._fc.conn.receive_message(data)
         if event is not None:
             self._fc.received.append(event)
