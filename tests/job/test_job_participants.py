@@ -591,3 +591,32 @@ async def test_wait_for_participant_with_an_agent_kind(autojump_clock: Clock) ->
     result = await simulate_job(entrypoint, script=script)
     assert result.outcome.ok
     assert trace.args("got") == [("helper",)]
+
+
+async def test_wait_for_participant_never_returns_one_of_a_disconnected_room(
+    autojump_clock: Clock,
+) -> None:
+    """After the room is gone, its last participants are still listed: not a match."""
+    trace = Trace()
+
+    async def entrypoint(ctx: JobContext) -> None:
+        async def late_wait() -> None:
+            trace.add("listed", sorted(ctx.room.remote_participants))
+            try:
+                p = await ctx.wait_for_participant(identity="alice")
+                trace.add("returned", p.identity)
+            except JobShutdownError:
+                trace.add("raised")
+
+        ctx.add_shutdown_callback(late_wait)
+        await ctx.connect()
+
+    async def script(sim: Simulation) -> None:
+        async with sim.participant("alice"):
+            await trio.sleep(1)
+            sim.server.rooms.delete(sim.room)
+            await trio.sleep_forever()
+
+    result = await simulate_job(entrypoint, script=script)
+    assert result.outcome.reason == "room disconnected"
+    assert trace.labels() == ["listed", "raised"]

@@ -44,6 +44,12 @@ async def test_callbacks_of_every_shape_run_once_with_the_reason(autojump_clock:
     def with_prefix(prefix: str, reason: str) -> None:
         trace.add("partial", prefix + reason)
 
+    async def with_default(reason: str = "no reason given") -> None:
+        trace.add("with_default", reason)
+
+    def star_args(*args: str) -> None:
+        trace.add("star_args", *args)
+
     async def entrypoint(ctx: JobContext) -> None:
         flusher = Flusher()
         for cb in (
@@ -55,6 +61,8 @@ async def test_callbacks_of_every_shape_run_once_with_the_reason(autojump_clock:
             flusher.method,
             functools.partial(with_prefix, "why: "),
             lambda: trace.add("lambda"),
+            with_default,
+            star_args,
         ):
             ctx.add_shutdown_callback(cb)
         await trio.sleep(3)
@@ -72,6 +80,8 @@ async def test_callbacks_of_every_shape_run_once_with_the_reason(autojump_clock:
             "bound_method",
             "partial",
             "lambda",
+            "with_default",
+            "star_args",
         ]
     )
     assert trace.args("sync_reason") == [("all done",)]
@@ -79,10 +89,12 @@ async def test_callbacks_of_every_shape_run_once_with_the_reason(autojump_clock:
     assert trace.args("callable_object") == [("all done",)]
     assert trace.args("bound_method") == [("all done",)]
     assert trace.args("partial") == [("why: all done",)]
+    assert trace.args("with_default") == [("all done",)]
+    assert trace.args("star_args") == [("all done",)]
     # concurrently: the 1 s and 2 s callbacks end 1 s and 2 s after shutdown
     assert trace.times("async_none") == [4.0]
     assert trace.times("async_reason") == [5.0]
-    assert len(result.of_kind("callback_done")) == 8
+    assert len(result.of_kind("callback_done")) == 10
 
 
 async def test_callbacks_run_after_the_work_is_cancelled(autojump_clock: Clock) -> None:

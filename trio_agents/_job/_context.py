@@ -105,17 +105,17 @@ def _kinds(kind: int | Iterable[int]) -> frozenset[int]:
 
 
 def _callback_arity(cb: ShutdownCallback) -> int:
+    """1 if ``cb`` can take the reason positionally (``cb(reason="")``, ``cb(*args)``), else 0."""
     try:
-        params = [
-            p
-            for p in inspect.signature(cb).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        ]
+        params = list(inspect.signature(cb).parameters.values())
     except (TypeError, ValueError):
         return 0
-    if len(params) > 1:
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if sum(1 for p in positional if p.default is p.empty) > 1:
         raise TypeError("a shutdown callback takes no argument or one (the reason)")
-    return len(params)
+    if positional or any(p.kind is p.VAR_POSITIONAL for p in params):
+        return 1
+    return 0
 
 
 def _describe(exc: BaseException) -> str:
@@ -431,10 +431,14 @@ class JobContext:
         kinds = _kinds(kind)
         await self.connect()
         while True:
-            for p in self.room.remote_participants.values():
-                if (identity is None or p.identity == identity) and int(p.kind) in kinds:
-                    return p
-            if self._shutdown_reason is not None or not self.room.isconnected():
+            # a disconnected room still lists the participants it had: never
+            # hand out one of those
+            connected = self.room.isconnected()
+            if connected:
+                for p in self.room.remote_participants.values():
+                    if (identity is None or p.identity == identity) and int(p.kind) in kinds:
+                        return p
+            if self._shutdown_reason is not None or not connected:
                 raise JobShutdownError(
                     "no matching participant joined before the job ended "
                     f"({self._shutdown_reason or 'room disconnected'})"
