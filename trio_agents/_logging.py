@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -41,7 +42,13 @@ class JSONFormatter(logging.Formatter):
 
 
 def setup_logging(level: str = "INFO", *, json_format: bool = False) -> None:
-    """Send ``trio_agents`` (and the app's) records to stderr."""
+    """Send ``trio_agents`` (and the app's) records to stderr.
+
+    Also silences PyJWT's warning about short HMAC keys: ``livekit-server
+    --dev``'s documented secret is the 6-byte "secret", and a warning per
+    signed token would drown the command line's own messages.
+    """
+    warnings.filterwarnings("ignore", message="The HMAC key is .* below the minimum")
     handler = logging.StreamHandler(sys.stderr)
     if json_format:
         handler.setFormatter(JSONFormatter())

@@ -175,5 +175,5 @@ class JobOutcome:
         return self.kind is OutcomeKind.CLEAN
 
     @property
-    def job_status(self) -> agent.JobStatus.ValueType:
+    def job_status(self) -> agent.JobStatus:
         return agent.JS_SUCCESS if self.ok else agent.JS_FAILED
