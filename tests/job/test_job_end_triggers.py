@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 import trio
 from livekit.protocol import agent
 
 from tests.job.helpers import Clock, Trace, capture_logs, job_info
-from trio_agents import JobContext
+from trio_agents import JobContext, rtc
 from trio_agents._job._context import run_job
 from trio_agents._job._control import JobControl
 from trio_agents._types import OutcomeKind
@@ -264,3 +265,50 @@ async def test_cancelling_run_job_from_outside_still_runs_the_hooks(
         assert trace.count("hook_done") == 0
         assert trace.times("run_job_ended") == [8.0]  # cut at the budget
         assert control.outcome.kind is OutcomeKind.DEADLINE
+
+
+@pytest.mark.parametrize("where", ["entrypoint", "participant_task"])
+async def test_sys_exit_in_job_code_fails_the_job_and_goes_on_up(
+    where: str, autojump_clock: Clock
+) -> None:
+    """SystemExit is not swallowed (it propagates out of run_job, as anywhere in
+    trio), but the job ends by it: hooks run with its reason, and the outcome
+    reported to the control line says the entrypoint failed, not that the
+    runner cancelled the job."""
+    trace = Trace()
+
+    async def exits(ctx: JobContext, p: rtc.RemoteParticipant) -> None:
+        await trio.sleep(1)
+        sys.exit(3)
+
+    async def entrypoint(ctx: JobContext) -> None:
+        ctx.add_shutdown_callback(lambda reason: trace.add("callback", reason))
+        ctx.add_participant_entrypoint(exits if where == "participant_task" else noop)
+        await ctx.connect()
+        await trio.sleep(1)
+        if where == "entrypoint":
+            sys.exit(3)
+        await trio.sleep_forever()
+
+    async with open_local_server() as srv, trio.open_nursery() as nursery:
+        info = job_info(srv, "exit-room")
+
+        async def alice() -> None:
+            async with srv.simulated_participant("alice", room="exit-room"):
+                await trio.sleep_forever()
+
+        nursery.start_soon(alice)
+        control = JobControl()
+        with pytest.raises(BaseExceptionGroup) as raised:
+            await run_job(info, entrypoint, control, shutdown_process_timeout=3)
+        nursery.cancel_scope.cancel()
+    assert raised.group_contains(SystemExit)
+    assert trace.args("callback") == [("entrypoint raised SystemExit",)]
+    assert control.outcome is not None
+    assert control.outcome.kind is OutcomeKind.ERROR
+    assert control.outcome.reason == "entrypoint raised SystemExit"
+    assert "SystemExit: 3" in control.outcome.error
+
+
+async def noop(ctx: JobContext, p: rtc.RemoteParticipant) -> None:
+    pass

@@ -125,6 +125,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _only_cancelled(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return isinstance(exc, trio.Cancelled)
+
+
+def _without_cancelled(exc: BaseException) -> BaseException:
+    """``exc`` minus its ``Cancelled`` leaves (``exc`` must not be only those)."""
+    if isinstance(exc, BaseExceptionGroup):
+        rest = exc.split(trio.Cancelled)[1]
+        assert rest is not None
+        return rest
+    return exc
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
 def _split_errors(exc: BaseException) -> tuple[Exception | None, BaseException | None]:
     """Split what user code raised into its errors and the rest.
 
@@ -581,6 +602,18 @@ class JobContext:
                     self._record("entrypoint_returned")
                     # Returning does not end the job: participant tasks go on.
                     await trio.sleep_forever()
+        except BaseException as raised:
+            # What escapes the work scope and is not a cancellation is a
+            # BaseException of user code (SystemExit, KeyboardInterrupt, from the
+            # entrypoint or a participant task).  It goes on up, as it would
+            # anywhere in trio, but the job ends as failed, by its reason, with
+            # its hooks; not as if its runner had cancelled it.
+            if not _only_cancelled(raised) and self._shutdown_reason is None:
+                crash = _without_cancelled(raised)
+                self._entrypoint_error = crash
+                self._record("entrypoint_failed", _describe(crash))
+                self.shutdown(f"entrypoint raised {type(_first_leaf(crash)).__name__}")
+            raise
         finally:
             self._participants = None
             self._work_done.set()
