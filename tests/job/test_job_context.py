@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from livekit.protocol import room as room_pb
 
-from tests.job.helpers import Clock, Trace, wait_for_agent
+from tests.job.helpers import Clock, Trace, capture_logs, job_info, wait_for_agent
 from trio_agents import AutoSubscribe, JobContext, get_job_context, rtc
-from trio_agents.testing import Simulation, simulate_job
+from trio_agents._job._context import CONNECT_WARNING_DELAY, run_job
+from trio_agents._job._control import JobControl
+from trio_agents.testing import Simulation, open_local_server, simulate_job
 
 
 async def test_job_proc_worker_and_room_before_connect(autojump_clock: Clock) -> None:
@@ -249,3 +253,22 @@ async def test_the_room_is_a_live_view_of_participants(autojump_clock: Clock) ->
     result = await simulate_job(entrypoint, script=script)
     assert result.outcome.ok
     assert snapshots == [[], ["alice"], []]
+
+
+async def test_a_fake_job_neither_deletes_rooms_nor_warns(autojump_clock: Clock) -> None:
+    trace = Trace()
+
+    async def entrypoint(ctx: JobContext) -> None:
+        trace.add("fake", ctx.is_fake_job())
+        await ctx.delete_room()  # no server to ask: a no-op
+        await trio.sleep(CONNECT_WARNING_DELAY * 2)
+        ctx.shutdown()
+
+    async with open_local_server() as srv:
+        info = attrs.evolve(job_info(srv, "fake-room"), fake_job=True)
+        with capture_logs("trio_agents.job") as logs:
+            outcome = await run_job(info, entrypoint, JobControl())
+        assert srv.rooms.get("fake-room") is not None
+    assert outcome.ok
+    assert trace.args("fake") == [(True,)]
+    assert [r for r in logs.records if r.levelno >= logging.WARNING] == []
