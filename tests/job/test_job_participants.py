@@ -165,6 +165,11 @@ async def test_registration_errors(autojump_clock: Clock) -> None:
 
         with pytest.raises(ValueError, match="kind"):
             ctx.add_participant_entrypoint(other, kind=[])
+        for bad in ("sip", None, 1.0, True, [rtc.ParticipantKind.SIP, "agent"]):
+            with pytest.raises(TypeError, match="kind must be a ParticipantKind"):
+                ctx.add_participant_entrypoint(other, kind=bad)  # type: ignore[arg-type]
+        # a generator of kinds is fine (read once)
+        ctx.add_participant_entrypoint(other, kind=(k for k in DEFAULT_PARTICIPANT_KINDS))
         ctx.shutdown()
 
     result = await simulate_job(entrypoint)
@@ -620,3 +625,21 @@ async def test_wait_for_participant_never_returns_one_of_a_disconnected_room(
     result = await simulate_job(entrypoint, script=script)
     assert result.outcome.reason == "room disconnected"
     assert trace.labels() == ["listed", "raised"]
+
+
+async def test_wait_for_participant_rejects_bad_arguments(autojump_clock: Clock) -> None:
+    trace = Trace()
+
+    async def entrypoint(ctx: JobContext) -> None:
+        with pytest.raises(TypeError, match="identity must be a str"):
+            await ctx.wait_for_participant(identity=42)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="kind must be a ParticipantKind"):
+            await ctx.wait_for_participant(kind="standard")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="kind"):
+            await ctx.wait_for_participant(kind=())
+        trace.add("connected", ctx.room.isconnected())  # rejected before connecting
+        ctx.shutdown()
+
+    result = await simulate_job(entrypoint)
+    assert result.outcome.ok, result.outcome
+    assert trace.args("connected") == [(False,)]

@@ -96,9 +96,20 @@ class _ParticipantEntrypoint:
 
 
 def _kinds(kind: int | Iterable[int]) -> frozenset[int]:
+    bad = TypeError(
+        f"kind must be a ParticipantKind or an iterable of them, not {type(kind).__name__}"
+    )
+    if isinstance(kind, bool | str | bytes):
+        raise bad
     if isinstance(kind, int):
-        return frozenset({kind})
-    out = frozenset(int(k) for k in kind)
+        return frozenset({int(kind)})
+    try:
+        items = list(kind)
+    except TypeError:
+        raise bad from None
+    if not all(isinstance(k, int) and not isinstance(k, bool) for k in items):
+        raise bad
+    out = frozenset(int(k) for k in items)
     if not out:
         raise ValueError("kind must name at least one participant kind")
     return out
@@ -449,6 +460,8 @@ class JobContext:
         Raises:
             JobShutdownError: the room disconnected or the job shut down first.
         """
+        if identity is not None and not isinstance(identity, str):
+            raise TypeError(f"identity must be a str or None, not {type(identity).__name__}")
         kinds = _kinds(kind)
         await self.connect()
         while True:
