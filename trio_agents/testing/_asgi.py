@@ -19,6 +19,7 @@ import trio
 from .._errors import ConnectionClosed, HandshakeRejected
 from .._http import ASGIApp, Message, Receive, Scope, Send
 from .._http import send_response as send_response
+from .._job._logging import job_log_fields
 
 __all__ = [
     "ASGIApp",
@@ -206,6 +207,9 @@ async def open_memory_websocket(
             raise ConnectionClosed("client went away") from exc
 
     async def run_app() -> None:
+        # trio copies the spawning task's context: when a job opens this
+        # websocket, the server's side must not log as part of that job
+        job_log_fields.set(None)
         try:
             await app(scope, receive, send)
         finally:
@@ -217,6 +221,10 @@ async def open_memory_websocket(
         first = await to_client_recv.receive()
     except trio.EndOfChannel:
         raise HandshakeRejected(500, "server ended the websocket before answering") from None
+    except BaseException:
+        # cancelled while waiting: tell the server this client is gone
+        to_server_send.close()
+        raise
     if first["type"] == "websocket.http.response.start":
         body = b""
         async for msg in to_client_recv:
