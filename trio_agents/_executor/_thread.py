@@ -76,7 +76,13 @@ class ThreadExecutor:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_cancel)
-                result.append(await trio.to_thread.run_sync(trio.run, job_main))
+                # a thread of its own for as long as the job runs: not a token of
+                # trio's default limiter, which the worker's other threads need
+                result.append(
+                    await trio.to_thread.run_sync(
+                        trio.run, job_main, limiter=trio.CapacityLimiter(1)
+                    )
+                )
                 nursery.cancel_scope.cancel()
             return result[0]
         except Exception as exc:
