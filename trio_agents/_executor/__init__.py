@@ -18,6 +18,10 @@ if TYPE_CHECKING:
     from .._worker._server import AgentServer, RtcSession
 
 
+class ExecutorStartError(Exception):
+    """An executor cannot start (e.g. job processes cannot load the agent)."""
+
+
 class Executor(Protocol):
     async def start(self, nursery: trio.Nursery) -> None: ...
 

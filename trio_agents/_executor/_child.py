@@ -27,6 +27,7 @@ from .._job._control import JobControl
 from .._types import JobExecutorType
 from . import _ipc
 from ._inline import run_setup
+from ._zygote import dump_path_for, ignore_signal
 
 logger = logging.getLogger("trio_agents.executor")
 
@@ -142,6 +143,7 @@ async def _main(
                 if isinstance(msg, _ipc.Ping):
                     await stream.send(_ipc.Pong(msg.timestamp))
                 elif isinstance(msg, _ipc.StartJob):
+                    apply_log_levels(msg.log_levels)
                     start.append(msg)
                     await stream.send(_ipc.Started())
                     got_start.set()
@@ -216,13 +218,29 @@ async def _main(
     return 0
 
 
+def apply_log_levels(levels: dict[str, int]) -> None:
+    """Take on the worker's logger levels (``""`` is the root logger).
+
+    The zygote knew the levels of when it started; the worker may have
+    changed them since (``run_app`` quiets noisy libraries, an application
+    reconfigures).  What the worker would drop is better not sent at all.
+    """
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+
+
 async def _send_quietly(stream: _ipc.FramedStream, msg: object) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.send(msg)
 
 
 def job_process_main(
-    fd: int, entrypoint: Any, setup_fnc: Any, init_timeout: float, log_level: int
+    fd: int,
+    entrypoint: Any,
+    setup_fnc: Any,
+    init_timeout: float,
+    log_level: int,
+    dump_dir: str = "",
 ) -> None:
     """Run in a freshly forked job process; never returns."""
     code = 1
@@ -230,12 +248,18 @@ def job_process_main(
         set_parent_death_signal()
         os.setpgid(0, 0)  # its own group: the worker can end its subprocesses too
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker handles Ctrl-C
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        # SIGTERM sent to every process of the worker (systemd stops a service
+        # so) is for the worker, which drains; the job ends when the worker says
+        signal.signal(signal.SIGTERM, ignore_signal)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        fd_dump, dump_path = tempfile.mkstemp(
-            prefix=f"trio-agents-stack-{os.getpid()}-", suffix=".txt"
-        )
-        dump_file = os.fdopen(fd_dump, "w")
+        if dump_dir:
+            dump_path = dump_path_for(dump_dir, os.getpid())
+            dump_file = open(dump_path, "w")  # noqa: SIM115 - open for the life of the process
+        else:
+            fd_dump, dump_path = tempfile.mkstemp(
+                prefix=f"trio-agents-stack-{os.getpid()}-", suffix=".txt"
+            )
+            dump_file = os.fdopen(fd_dump, "w")
         faulthandler.register(signal.SIGUSR1, file=dump_file, all_threads=True)
         code = trio.run(_main, fd, entrypoint, setup_fnc, init_timeout, log_level, dump_path)
         with contextlib.suppress(OSError):

@@ -28,6 +28,8 @@ class StartJob:
     info: RunningJobInfo
     shutdown_process_timeout: float
     delete_room_on_close: bool
+    #: The worker's logger levels when the job starts (``""``: the root logger).
+    log_levels: dict[str, int] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -135,3 +137,8 @@ class FramedStream:
 
     async def aclose(self) -> None:
         await self._stream.aclose()
+
+    def close(self) -> None:
+        """Close without waiting (for clean-up that cannot await); socket streams only."""
+        if isinstance(self._stream, trio.SocketStream):
+            self._stream.socket.close()

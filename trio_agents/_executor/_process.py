@@ -19,10 +19,12 @@ import logging
 import math
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from typing import TYPE_CHECKING
 
@@ -31,7 +33,7 @@ import psutil
 import trio
 
 from .._types import JobExecutorType, JobOutcome, OutcomeKind, RunningJobInfo
-from . import _ipc, _zygote
+from . import ExecutorStartError, _ipc, _zygote
 
 if TYPE_CHECKING:
     from .._job._control import JobControl
@@ -59,8 +61,17 @@ MAX_START_ATTEMPTS = 3
 DRAIN_AFTER_EXIT = 1.0
 
 
-class PoolUnavailable(Exception):
-    """No job process could be had in time."""
+class PoolUnavailable(ExecutorStartError):
+    """No job process could be had in time (or the zygote could not start)."""
+
+    def __init__(self, message: str, *, detail: str = "") -> None:
+        super().__init__(message)
+        #: More than the one-line message (a traceback from the agent's module).
+        self.detail = detail
+
+
+#: How often a job process whose zygote died is checked for having exited.
+LOST_POLL_INTERVAL = 0.05
 
 
 class Zygote:
@@ -72,12 +83,42 @@ class Zygote:
         self._fork_lock = trio.Lock()
         self._forked: trio.MemorySendChannel[int] | None = None
         self._forked_recv: trio.MemoryReceiveChannel[int] | None = None
+        #: Exit statuses reported and not yet claimed by ``wait_exit``.
         self.exits: dict[int, int] = {}
         self._exit_events: dict[int, trio.Event] = {}
+        #: Forked and not yet reported exited: only these pids are ours to signal.
+        #: (With a handle that tells the process from a later one with its pid.)
+        self._live: dict[int, psutil.Process | None] = {}
         self.alive = False
+        #: It went away by itself (not closed by the worker): its job processes died with it.
+        self.died = False
+        #: Set once the zygote is gone (its reports end there).
+        self.gone = trio.Event()
+        self._closing = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     async def start(self, nursery: trio.Nursery, spec: _zygote.LoadSpec) -> None:
+        """Start the zygote and wait until it loaded the agent.
+
+        Raises:
+            PoolUnavailable: it could not start or load the agent (it is gone then).
+        """
+        try:
+            await self._start(spec)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.aclose()
+            raise
+        self.alive = True
+        self._forked, self._forked_recv = trio.open_memory_channel[int](math.inf)
+        nursery.start_soon(self._reader)
+
+    async def _start(self, spec: _zygote.LoadSpec) -> None:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._sock = trio.socket.from_stdlib_socket(parent)
         try:
             self._proc = await trio.lowlevel.open_process(
                 [sys.executable, "-m", "trio_agents._executor._zygote_main", str(child.fileno())],
@@ -86,7 +127,6 @@ class Zygote:
             )
         finally:
             child.close()
-        self._sock = trio.socket.from_stdlib_socket(parent)
         await self._sock.send(pickle.dumps(spec))
         reply: object = None
         with trio.move_on_after(ZYGOTE_START_TIMEOUT) as scope:
@@ -99,33 +139,50 @@ class Zygote:
         if scope.cancelled_caught:
             raise PoolUnavailable("the job process zygote did not start in time")
         if isinstance(reply, _zygote.ZygoteError):
-            raise PoolUnavailable(f"the job process zygote could not load the agent: {reply.error}")
-        self.alive = True
-        self._forked, self._forked_recv = trio.open_memory_channel[int](math.inf)
-        nursery.start_soon(self._reader)
+            raise PoolUnavailable(
+                f"the job process zygote could not load the agent: {reply.error}",
+                detail=reply.traceback,
+            )
 
     async def _reader(self) -> None:
         assert self._sock is not None
         assert self._forked is not None
+        died = False  # (not: the worker stopped listening)
         try:
             while True:
-                data = await self._sock.recv(1 << 16)
+                try:
+                    data = await self._sock.recv(1 << 16)
+                except OSError:
+                    data = b""
                 if not data:
+                    died = not self._closing
                     break
                 msg = pickle.loads(data)
                 if isinstance(msg, _zygote.Forked):
+                    # a new process: an unclaimed exit of an earlier one with this pid is stale
+                    self.exits.pop(msg.pid, None)
+                    self._live[msg.pid] = _handle(msg.pid)
                     self._forked.send_nowait(msg.pid)
                 elif isinstance(msg, _zygote.Exited):
+                    self._live.pop(msg.pid, None)
                     self.exits[msg.pid] = msg.status
                     ev = self._exit_events.pop(msg.pid, None)
                     if ev is not None:
                         ev.set()
-        except OSError:
-            pass
         finally:
             self.alive = False
+            self.died = died
             self._forked.close()
-            logger.info("the job process zygote is gone")
+            # nobody will report the exits still awaited: wake their waiters
+            for ev in self._exit_events.values():
+                ev.set()
+            self._exit_events.clear()
+            self.gone.set()
+            if died:
+                logger.error(
+                    "the job process zygote (pid %s) died; its job processes died with it",
+                    self.pid,
+                )
 
     async def fork(self) -> tuple[int, _ipc.FramedStream]:
         """A new job process and the worker's end of its IPC socket."""
@@ -155,21 +212,46 @@ class Zygote:
 
     def is_running(self, pid: int) -> bool:
         """False once ``pid`` exited, even if the zygote has not reaped it yet."""
-        if pid in self.exits:
+        if pid not in self._live or self.died:
             return False
         try:
             return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
         except psutil.Error:
             return False
 
-    async def wait_exit(self, pid: int) -> int:
-        """Wait for ``pid`` to exit; its exit code (negative: killed by that signal)."""
-        if pid not in self.exits:
+    def signal(self, pid: int, sig: int = signal.SIGKILL, *, group: bool = True) -> None:
+        """Send ``sig`` to job process ``pid`` (and its process group) if it is still ours.
+
+        Once the zygote reaped it, its pid (and so its group id) may belong to
+        some other process: then nothing is sent.  (What the job left in its
+        group is killed by the zygote, before it reaps the job process.)
+        """
+        if pid not in self._live or self.died:  # (orphans since: see wait_exit)
+            return
+        if group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+    async def wait_exit(self, pid: int) -> int | None:
+        """Wait for ``pid`` to exit; its exit code (negative: killed by that signal).
+
+        None if the zygote died first: then nobody can say how the process
+        ended (it died with the zygote: its parent-death signal).
+        """
+        while pid not in self.exits:
+            if not self.alive:
+                handle = self._live.pop(pid, None)
+                if handle is not None:
+                    await _end_lost(handle)
+                return None
             ev = self._exit_events.setdefault(pid, trio.Event())
             await ev.wait()
         return os.waitstatus_to_exitcode(self.exits.pop(pid))
 
     async def aclose(self) -> None:
+        self._closing = True
         if self._sock is not None:
             self._sock.close()
         if self._proc is not None:
@@ -181,18 +263,51 @@ class Zygote:
                     await self._proc.wait()
 
 
+def _handle(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
+
+
+async def _end_lost(proc: psutil.Process) -> None:
+    """End a job process whose zygote died, with its group, and wait until it is gone.
+
+    It is an orphan now (whatever init reaps it); the handle recognises it,
+    and while it exists, even as a zombie, its pid and group id are its own.
+    """
+    with contextlib.suppress(psutil.Error, OSError):
+        if proc.is_running():
+            os.killpg(proc.pid, signal.SIGKILL)
+    while True:
+        try:
+            if not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+                return
+        except psutil.Error:
+            return
+        await trio.sleep(LOST_POLL_INTERVAL)
+
+
 @attrs.define(eq=False)
 class JobProc:
     """One job process, from fork to exit."""
 
     pid: int
     stream: _ipc.FramedStream
+    #: The zygote that forked it: the one that reports its exit.
+    zygote: Zygote
     dump_path: str = ""
     ready_at: float = 0.0
     watch: trio.CancelScope = attrs.field(factory=trio.CancelScope)
 
 
-def _exit_reason(code: int) -> str:
+#: The reason of a job process that died with its zygote.
+LOST_WITH_ZYGOTE = "job process lost: the job process zygote died, and its job processes with it"
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return LOST_WITH_ZYGOTE
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -202,10 +317,25 @@ def _exit_reason(code: int) -> str:
     return f"job process exited with code {code}"
 
 
+def _log_levels() -> dict[str, int]:
+    """The levels set on this process's loggers (``""``: the root logger)."""
+    levels = {"": logging.getLogger().level}
+    for name, lg in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger) and lg.level != logging.NOTSET:
+            levels[name] = lg.level
+    return levels
+
+
 class ProcessExecutor:
     def __init__(self, server: AgentServer) -> None:
         self._server = server
         self._zygote = Zygote()
+        self._zygote_changed = trio.Event()
+        #: Why the last zygote could not be started (while that lasts).
+        self._zygote_error: str | None = None
+        self._spec: _zygote.LoadSpec | None = None
+        self._dump_dir = ""
+        self._closing = False
         self._idle: list[JobProc] = []
         self._idle_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -216,30 +346,100 @@ class ProcessExecutor:
     # --- pool ----------------------------------------------------------------------------
 
     async def start(self, nursery: trio.Nursery) -> None:
+        """Start the zygote and the pool.
+
+        Raises:
+            PoolUnavailable: job processes cannot be had (the entrypoint is not
+                importable by name, or the agent's module fails to load).
+        """
         server = self._server
         session = server.session
-        spec = _zygote.LoadSpec(
+        try:
+            entrypoint = _zygote.ref_for(session.entrypoint)
+            setup_fnc = _zygote.ref_for(server.setup_fnc) if server.setup_fnc else None
+        except ValueError as exc:
+            raise PoolUnavailable(str(exc)) from None
+        self._dump_dir = tempfile.mkdtemp(prefix="trio-agents-")
+        self._spec = _zygote.LoadSpec(
             sys_path=list(sys.path),
             cwd=os.getcwd(),
-            entrypoint=_zygote.ref_for(session.entrypoint),
-            setup_fnc=_zygote.ref_for(server.setup_fnc) if server.setup_fnc else None,
+            entrypoint=entrypoint,
+            setup_fnc=setup_fnc,
             init_timeout=server.initialize_process_timeout,
             log_level=logging.getLogger().getEffectiveLevel(),
+            dump_dir=self._dump_dir,
         )
         self._nursery = nursery
-        await self._zygote.start(nursery, spec)
+        try:
+            await self._zygote.start(nursery, self._spec)
+        except PoolUnavailable as exc:
+            if exc.detail:
+                logger.error("%s\n%s", exc, exc.detail.rstrip())
+            raise
         if server.num_idle_processes is not None:
             self._target = server.num_idle_processes
         else:
             self._target = 0 if server.devmode else min(os.cpu_count() or 1, 4)
-        nursery.start_soon(self._keep_warm)
+        nursery.start_soon(self._run_pool)
 
-    async def _keep_warm(self) -> None:
+    async def _run_pool(self) -> None:
+        """Keep the pool warm; when the zygote dies, start another (with backoff)."""
+        delay = 0.0
+        while True:
+            zygote = self._zygote
+            started = trio.current_time()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_warm, zygote)
+                await zygote.gone.wait()
+                nursery.cancel_scope.cancel()
+            if self._closing:
+                return
+            self._drop_idle()
+            with trio.CancelScope(shield=True):
+                await zygote.aclose()  # reap it (bounded)
+            # a zygote that dies soon after it started is not restarted in a tight loop
+            lived = trio.current_time() - started
+            delay = 0.0 if lived > 30 else min(max(delay * 2, 0.5), MAX_BACKOFF)
+            while not self._closing:
+                logger.warning("starting a new job process zygote in %.1f s", delay)
+                await trio.sleep(delay)
+                new = Zygote()
+                try:
+                    assert self._nursery is not None
+                    assert self._spec is not None
+                    await new.start(self._nursery, self._spec)
+                except PoolUnavailable as exc:
+                    self._zygote_error = str(exc)
+                    logger.error("%s", exc)
+                    delay = min(max(delay * 2, 0.5), MAX_BACKOFF)
+                    continue
+                self._zygote = new
+                self._zygote_error = None
+                self._zygote_changed.set()
+                self._zygote_changed = trio.Event()
+                break
+
+    def _drop_idle(self) -> None:
+        for proc in self._idle:
+            proc.watch.cancel()
+            self._discard(proc)
+        self._idle.clear()
+        self._poke()
+
+    async def _live_zygote(self) -> Zygote:
+        """The running zygote, once there is one again if it died."""
+        while not self._zygote.alive:
+            if self._closing:
+                raise PoolUnavailable("the worker is closing")
+            await self._zygote_changed.wait()
+        return self._zygote
+
+    async def _keep_warm(self, zygote: Zygote) -> None:
         """Keep ``num_idle_processes`` ready, replacing dead ones, with backoff on failure."""
-        while self._zygote.alive:
+        while True:
             if len(self._idle) < self._target:
                 try:
-                    proc = await self._spawn()
+                    proc = await self._spawn(zygote)
                 except PoolUnavailable as exc:
                     self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF)
                     logger.error(
@@ -262,20 +462,30 @@ class ProcessExecutor:
     async def _watch_idle(self, proc: JobProc) -> None:
         """Replace an idle process that dies (its scope is cancelled when it is taken)."""
         with proc.watch:
-            code = await self._zygote.wait_exit(proc.pid)
+            code = await proc.zygote.wait_exit(proc.pid)
             if proc in self._idle:
                 self._idle.remove(proc)
                 logger.warning(
                     "idle job process %d died (%s); replacing it", proc.pid, _exit_reason(code)
                 )
-                with contextlib.suppress(Exception):
-                    await proc.stream.aclose()
+                self._discard(proc)
                 self._poke()
 
-    async def _spawn(self) -> JobProc:
+    def _discard(self, proc: JobProc) -> None:
+        """Let go of a process that will not run a job (dead, or about to be killed)."""
+        with contextlib.suppress(OSError):
+            os.unlink(proc.dump_path)
+        proc.stream.close()
+
+    def _dump_path(self, pid: int) -> str:
+        return _zygote.dump_path_for(self._dump_dir, pid)
+
+    async def _spawn(self, zygote: Zygote | None = None) -> JobProc:
         """Fork a process and wait for its setup, bounded by initialize_process_timeout."""
         timeout = self._server.initialize_process_timeout
-        pid, stream = await self._zygote.fork()
+        if zygote is None:
+            zygote = await self._live_zygote()
+        pid, stream = await zygote.fork()
         try:
             with trio.move_on_after(timeout + 1.0) as scope:
                 try:
@@ -284,44 +494,46 @@ class ProcessExecutor:
                     msg = _ipc.InitFailed(pid, f"process ended during setup ({exc!r})")
         except BaseException:
             # cancelled while it was setting up (the worker is closing): it is nobody's
-            self._kill(pid)
-            with trio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await stream.aclose()
+            self._forget(zygote, pid, stream)
             raise
         if scope.cancelled_caught:
             msg = _ipc.InitFailed(pid, f"setup did not finish within {timeout:g} s")
         if isinstance(msg, _ipc.Ready):
             return JobProc(
-                pid=pid, stream=stream, dump_path=msg.dump_path, ready_at=time.monotonic()
+                pid=pid,
+                stream=stream,
+                zygote=zygote,
+                dump_path=msg.dump_path,
+                ready_at=time.monotonic(),
             )
         reason = msg.error if isinstance(msg, _ipc.InitFailed) else f"unexpected {msg!r}"
         self.prewarm_failures.append((pid, reason))
         logger.error("job process %d failed to start: %s", pid, reason)
-        self._kill(pid)
-        with contextlib.suppress(Exception):
-            await stream.aclose()
+        self._forget(zygote, pid, stream)
         raise PoolUnavailable(f"job process {pid} failed to start: {reason}")
+
+    def _forget(self, zygote: Zygote, pid: int, stream: _ipc.FramedStream) -> None:
+        """Kill a process that will never run a job, and forget it once reaped."""
+        zygote.signal(pid)
+        stream.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._dump_path(pid))
+        if self._nursery is not None:
+            self._nursery.start_soon(zygote.wait_exit, pid)  # claims its exit report
 
     async def _acquire(self) -> JobProc:
         while self._idle:
             proc = self._idle.pop(0)
             proc.watch.cancel()
             self._poke()
-            if self._zygote.is_running(proc.pid):
+            if proc.zygote.is_running(proc.pid):
                 return proc
             # it died a moment ago and the zygote has not said so yet: not that one
             logger.warning("idle job process %d died; replacing it", proc.pid)
+            self._discard(proc)
             assert self._nursery is not None
-            self._nursery.start_soon(self._zygote.wait_exit, proc.pid)  # forget it once reaped
-            with contextlib.suppress(Exception):
-                await proc.stream.aclose()
+            self._nursery.start_soon(proc.zygote.wait_exit, proc.pid)  # forget it once reaped
         return await self._spawn()
-
-    def _kill(self, pid: int, sig: int = signal.SIGKILL) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, sig)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
 
     # --- one job -------------------------------------------------------------------------
 
@@ -340,7 +552,7 @@ class ProcessExecutor:
             with trio.fail_after(server.initialize_process_timeout + 2.0):
                 proc = await self._acquire()
         except (PoolUnavailable, trio.TooSlowError) as exc:
-            reason = str(exc) or "no job process became ready in time"
+            reason = str(exc) or self._zygote_error or "no job process became ready in time"
             logger.error("job %s could not start: %s", job_id, reason)
             return JobOutcome(kind=OutcomeKind.CRASHED, reason="no job process", error=reason)
         outcome = await self._supervise(proc, info, control, session)
@@ -401,7 +613,9 @@ class ProcessExecutor:
                         for k, v in extra.items():
                             fields.setdefault(k, v)
                         record = logging.makeLogRecord(fields)
-                        logging.getLogger(record.name).handle(record)
+                        target = logging.getLogger(record.name)
+                        if target.isEnabledFor(record.levelno):  # as if it was logged here
+                            target.handle(record)
                     elif isinstance(msg, _ipc.ShuttingDown):
                         shutdown_started()
                     elif isinstance(msg, _ipc.Started):
@@ -473,8 +687,8 @@ class ProcessExecutor:
             if state["kill_reason"] is None:
                 state["kill_reason"] = reason
             dump = ""
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(proc.pid, signal.SIGUSR1)
+            if proc.zygote.is_running(proc.pid):
+                proc.zygote.signal(proc.pid, signal.SIGUSR1, group=False)
                 await trio.sleep(DUMP_GRACE)
                 with contextlib.suppress(OSError), open(proc.dump_path) as f:  # noqa: ASYNC230 - a small local file
                     dump = f.read().strip()
@@ -485,7 +699,7 @@ class ProcessExecutor:
                 f"\nstack at the time:\n{dump}" if dump else "",
                 extra=extra,
             )
-            self._kill(proc.pid)
+            proc.zygote.signal(proc.pid)
 
         async def enforce_deadline() -> None:
             while not shutdown_at:
@@ -494,7 +708,7 @@ class ProcessExecutor:
             await trio.sleep_until(shutdown_at[0] + budget + KILL_MARGIN - DUMP_GRACE)
             if state["outcome"] is not None:
                 # it reported its outcome and is only slow to exit: not a failure
-                self._kill(proc.pid)
+                proc.zygote.signal(proc.pid)
                 return
             await kill(
                 f"still running {budget:g} s after shutdown started (shutdown_process_timeout)"
@@ -521,21 +735,19 @@ class ProcessExecutor:
                     info=info,
                     shutdown_process_timeout=budget,
                     delete_room_on_close=session.delete_room_on_close,
+                    log_levels=_log_levels(),
                 )
             )
             control.subscribe(on_control)
             on_control()
-            code = await self._zygote.wait_exit(proc.pid)
+            code = await proc.zygote.wait_exit(proc.pid)
             # the zygote may say "exited" before we read the last frames (the outcome)
             with trio.move_on_after(DRAIN_AFTER_EXIT):
                 await read_all.wait()
             finished = True
             nursery.cancel_scope.cancel()
-        self._kill(proc.pid)  # its process group: subprocesses the job left behind
-        with contextlib.suppress(OSError):
-            os.unlink(proc.dump_path)
-        with contextlib.suppress(Exception):
-            await proc.stream.aclose()
+        # (what it left in its process group was killed before it was reaped)
+        self._discard(proc)
         outcome = state["outcome"]
         if (
             not state["started"]
@@ -562,12 +774,16 @@ class ProcessExecutor:
         return JobOutcome(kind=OutcomeKind.CRASHED, reason="job process ended", error=reason)
 
     async def aclose(self) -> None:
+        self._closing = True
+        self._zygote_changed.set()  # whoever waits for a new zygote: there will be none
         for proc in self._idle:
-            self._kill(proc.pid)
-            with contextlib.suppress(Exception):
-                await proc.stream.aclose()
+            proc.zygote.signal(proc.pid)
+            self._discard(proc)
         self._idle.clear()
         await self._zygote.aclose()
+        if self._dump_dir:
+            # the stack-dump files of processes killed before they could remove theirs
+            shutil.rmtree(self._dump_dir, ignore_errors=True)
 
 
 __all__ = ["JobExecutorType", "ProcessExecutor"]

@@ -10,11 +10,18 @@ a forked child starts its own ``trio.run`` from a clean slate.
 Protocol (SOCK_SEQPACKET, one pickled message per packet):
   worker -> zygote: ``LoadSpec`` once, then ``Fork`` with the job socket's fd
   zygote -> worker: ``ZygoteReady``/``ZygoteError``, ``Forked(pid)``, ``Exited(pid, status)``
+
+Signals: the worker decides when jobs end.  SIGTERM and SIGINT sent to the
+whole process group or cgroup (Ctrl-C, ``kill -TERM -PGID``, systemd's
+``KillMode=control-group``, init shims that forward to the group) must reach
+the worker only: the zygote ignores them (its death would take every job
+process with it), and so do job processes.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import importlib
 import os
 import pickle
@@ -50,6 +57,8 @@ class LoadSpec:
     init_timeout: float
     log_level: int
     preload: tuple[str, ...] = ()
+    #: Where job processes put their stack-dump files (the worker removes it at close).
+    dump_dir: str = ""
 
 
 @attrs.frozen
@@ -64,7 +73,8 @@ class ZygoteReady:
 
 @attrs.frozen
 class ZygoteError:
-    error: str
+    error: str  # one line
+    traceback: str = ""
 
 
 @attrs.frozen
@@ -101,6 +111,10 @@ def ref_for(fn: Any) -> Ref:
     return Ref(module=module, qualname=qualname, path=path)
 
 
+class NotDefinedError(AttributeError):
+    """The agent file, imported as a module, does not define what the worker runs."""
+
+
 def resolve(ref: Ref) -> Any:
     """Import ``ref``'s module (running a ``__main__`` file under another name)."""
     global LOADING
@@ -120,7 +134,16 @@ def resolve(ref: Ref) -> Any:
         LOADING = False
     obj: Any = mod
     for part in ref.qualname.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            if ref.module != "__main__":
+                raise
+            raise NotDefinedError(
+                f"{ref.qualname!r} is not defined when {ref.path} is imported "
+                "(job processes import the agent file as a module: define it at module "
+                "level, not under `if __name__ == '__main__':`)"
+            ) from None
     # unwrap what a decorator may have returned
     return obj
 
@@ -129,10 +152,39 @@ def _send(sock: socket.socket, msg: object) -> None:
     sock.send(pickle.dumps(msg))
 
 
+def dump_path_for(dump_dir: str, pid: int) -> str:
+    """The stack-dump file of job process ``pid`` (the worker knows it without asking)."""
+    return os.path.join(dump_dir, f"stack-{pid}.txt")
+
+
+def ignore_signal(signum: int, frame: object) -> None:
+    """A handler that does nothing: unlike SIG_IGN, programs exec'd later get the default back."""
+
+
+def _reap_one() -> tuple[int, int] | None:
+    """Reap one exited child: ``(pid, status)``, or None if none has exited.
+
+    The child's process group is killed first, while the child is still a
+    zombie: its pid, which is the group's id, cannot be reused until it is
+    reaped, so the signal can only reach what the job left behind.
+    """
+    if not hasattr(os, "waitid"):  # pragma: no cover - not Linux
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        return (pid, status) if pid else None
+    info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    if info is None or not info.si_pid:
+        return None
+    with contextlib.suppress(OSError):  # ESRCH: it never made its group, or left nothing
+        os.killpg(info.si_pid, signal.SIGKILL)
+    return os.waitpid(info.si_pid, 0)
+
+
 def main() -> None:  # pragma: no cover - runs in its own process; tested end to end
     from ._child import job_process_main, set_parent_death_signal
 
     fd = int(sys.argv[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, ignore_signal)
     set_parent_death_signal()
     if os.getppid() == 1:
         sys.exit(1)
@@ -149,10 +201,14 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
             importlib.import_module(name)
         entrypoint = resolve(spec.entrypoint)
         setup_fnc = resolve(spec.setup_fnc) if spec.setup_fnc else None
-    except BaseException as exc:
+    except NotDefinedError as exc:
+        _send(sock, ZygoteError(str(exc)))  # the message says it all
+        sys.exit(1)
+    except BaseException as exc:  # from the agent's module: its traceback helps
         import traceback
 
-        _send(sock, ZygoteError(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        summary = " ".join(f"{type(exc).__name__}: {exc}".split())
+        _send(sock, ZygoteError(summary, traceback.format_exc()))
         sys.exit(1)
     _send(sock, ZygoteReady(os.getpid()))
 
@@ -162,7 +218,6 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
     os.set_blocking(rpipe, False)
     signal.set_wakeup_fd(wpipe)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sel = selectors.DefaultSelector()
     sel.register(sock, selectors.EVENT_READ)
     sel.register(rpipe, selectors.EVENT_READ)
@@ -170,11 +225,12 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
     def reap() -> None:
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                reaped = _reap_one()
             except ChildProcessError:
                 return
-            if pid == 0:
+            if reaped is None:
                 return
+            pid, status = reaped
             try:
                 _send(sock, Exited(pid, status))
             except OSError:
@@ -214,7 +270,9 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
                 os.close(rpipe)
                 os.close(wpipe)
                 sock.close()
-                job_process_main(job_fd, entrypoint, setup_fnc, spec.init_timeout, spec.log_level)
+                job_process_main(
+                    job_fd, entrypoint, setup_fnc, spec.init_timeout, spec.log_level, spec.dump_dir
+                )
             os.close(job_fd)
             try:
                 _send(sock, Forked(pid))

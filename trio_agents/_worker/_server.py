@@ -365,7 +365,7 @@ class AgentServer:
         self._fatal = None
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
-        from .._executor import make_executor
+        from .._executor import ExecutorStartError, make_executor
 
         self._executor = make_executor(self)
         load_fnc = _load_sampler(self)
@@ -386,7 +386,10 @@ class AgentServer:
                 if handle_signals:
                     await service.start(self._watch_signals, service)
                 service.start_soon(self._sample_load, load_fnc)
-                await self._executor.start(service)
+                try:
+                    await self._executor.start(service)
+                except ExecutorStartError as exc:
+                    raise WorkerError(f"cannot start job processes: {exc}") from None
                 service.start_soon(self._connection_task, url, key, secret, session)
                 task_status.started()
                 try:
