@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
@@ -43,6 +44,22 @@ async def answer_lifespan(receive: Receive, send: Send) -> None:
             return
 
 
+def _listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A bound, listening TCP socket; nothing is left open if that fails."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve_tcp(
     app: ASGIApp,
     host: str,
@@ -54,11 +71,16 @@ async def serve_tcp(
 ) -> None:
     """Serve ``app`` on ``host:port`` until cancelled; ``started`` with the bound port.
 
+    The socket is bound here, not by hypercorn, so that it is closed on every
+    way out (hypercorn leaves a socket it failed to bind for the garbage
+    collector) and is not inherited by child processes.
+
     Raises:
         OSError: the address cannot be bound (in use, bad host).
     """
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
+    from hypercorn.config import Config, Sockets
+    from hypercorn.trio.run import worker_serve
+    from hypercorn.utils import wrap_app
 
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -68,9 +90,19 @@ async def serve_tcp(
     config.errorlog = logging.getLogger("trio_agents.http")
     config.graceful_timeout = 1.0
 
+    sock = _listening_socket(host, port, config.backlog)
+    bound_port: int = sock.getsockname()[1]
+
     class _Started:
         def started(self, binds: list[str] | None = None) -> None:
-            bound = (binds or [f"http://{host}:{port}"])[0]
-            task_status.started(int(bound.rsplit(":", 1)[1]))
+            task_status.started(bound_port)
 
-    await serve(app, config, task_status=_Started())  # type: ignore[arg-type]
+    try:
+        await worker_serve(
+            wrap_app(app, config.wsgi_max_body_size, None),  # type: ignore[arg-type]
+            config,
+            sockets=Sockets(secure_sockets=[], insecure_sockets=[sock], quic_sockets=[]),
+            task_status=_Started(),
+        )
+    finally:
+        sock.close()
