@@ -180,12 +180,16 @@ def _reap_one() -> tuple[int, int] | None:
 
 
 def main() -> None:  # pragma: no cover - runs in its own process; tested end to end
-    from ._child import job_process_main, set_parent_death_signal
+    from ._child import job_process_main
 
     fd = int(sys.argv[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, ignore_signal)
-    set_parent_death_signal()
+    # No PR_SET_PDEATHSIG here: it fires when the parent *thread* exits, and
+    # trio starts us from one of its worker threads, which it retires after
+    # 10 idle seconds. The worker's death shows as end-of-file on our socket
+    # instead (the select loop below exits on it), and job processes, whose
+    # parent is our only thread, do use the death signal.
     if os.getppid() == 1:
         sys.exit(1)
     sock = socket.socket(fileno=fd)
@@ -254,7 +258,7 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
             except OSError:  # ECONNRESET: the worker closed with our reports unread
                 data = b""
             if not data:
-                sys.exit(0)  # the worker went away; children die with us (PDEATHSIG)
+                sys.exit(0)  # the worker went away; job processes die with us (PDEATHSIG)
             for level, kind, payload in ancdata:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
