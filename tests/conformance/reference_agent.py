@@ -39,10 +39,17 @@ AGENT_NAME = os.environ.get("REFERENCE_AGENT_NAME", "conformance-agent")
 EXECUTOR = JobExecutorType(os.environ.get("REFERENCE_AGENT_EXECUTOR", "process"))
 PARTICIPANT_NAME = "conformance agent"
 
+def _no_load() -> float:
+    return 0.0
+
+
 server = AgentServer(
     job_executor_type=EXECUTOR,
     num_idle_processes=1,
-    # the default load is CPU-based: a busy test machine must not make the worker refuse jobs
+    # The default load is CPU-based. A busy 2-core test machine must not make
+    # the worker refuse jobs (threshold), nor make the server skip it: like
+    # LiveKit, the stand-in never picks a worker whose reported load is 1.0.
+    load_fnc=_no_load,
     load_threshold=float("inf"),
     port=0,  # the worker's health-check HTTP server: any free port
     shutdown_process_timeout=5.0,
