@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -88,10 +87,9 @@ async def wait_for_notes(path: Path, word: str, count: int) -> list[list[str]]:
 
 @contextlib.asynccontextmanager
 async def agent_process(
-    server: LocalServer, tmp_path: Path, command: str, **env_extra: str
+    server: LocalServer, tmp_path: Path, args: list[str], **env_extra: str
 ) -> AsyncIterator[trio.Process]:
-    script = tmp_path / "agent.py"
-    script.write_text(textwrap.dedent(AGENT_FILE))
+    """``python ARGS`` in ``tmp_path``, configured for ``server``, in a process group of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
     env.update(
         LIVEKIT_URL=server.url,
@@ -103,7 +101,7 @@ async def agent_process(
     )
     with (tmp_path / "agent.stderr").open("wb") as stderr:
         proc = await trio.lowlevel.open_process(
-            [sys.executable, str(script), command],
+            [sys.executable, *args],
             cwd=str(tmp_path),
             env=env,
             stdin=subprocess.DEVNULL,
@@ -141,8 +139,10 @@ async def test_agent_file_with_process_jobs_drains_on_a_signal_to_all_its_proces
     notes = tmp_path / "notes.txt"
     async with open_local_server(port=0) as server:
         idle, port = ("1", "") if command == "start" else ("", "8081")  # dev: its own defaults
+        script = tmp_path / "agent.py"
+        script.write_text(AGENT_FILE)
         async with agent_process(
-            server, tmp_path, command, REVIEW_IDLE=idle, REVIEW_PORT=port
+            server, tmp_path, [str(script), command], REVIEW_IDLE=idle, REVIEW_PORT=port
         ) as proc:
             with trio.fail_after(30):
                 await server.wait_for_workers(1, agent_name="review-agent")
@@ -170,6 +170,38 @@ async def test_agent_file_with_process_jobs_drains_on_a_signal_to_all_its_proces
             # the zygote loaded the agent file without running its command line
             imported = [n for n in read_notes(notes) if n[0] == "imported"]
             assert [n[1] for n in imported] == ["__main__", "__trio_agents_main__"], imported
+
+
+async def test_an_agent_module_run_with_dash_m_loads_in_job_processes_as_a_module(
+    tmp_path: Path,
+) -> None:
+    """``python -m pkg.agent start``: the module uses relative imports, which only
+    work when job processes import it by its name, as part of its package."""
+    notes = tmp_path / "notes.txt"
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("GREETING = 'hello'\n")
+    (package / "agent.py").write_text("from .helpers import GREETING\n" + AGENT_FILE)
+    args = ["-m", "pkg.agent", "start"]
+    async with (
+        open_local_server(port=0) as server,
+        agent_process(server, tmp_path, args, REVIEW_IDLE="1", REVIEW_PORT="") as proc,
+    ):
+        with trio.fail_after(30):
+            await server.wait_for_workers(1, agent_name="review-agent")
+            server.rooms.create(
+                "room", agents=[agent_dispatch.RoomAgentDispatch(agent_name="review-agent")]
+            )
+            job = await server.wait_for_job(room="room")
+            await wait_for_notes(notes, "start", 1)
+            proc.send_signal(signal.SIGTERM)
+            code = await proc.wait()
+        stderr = (tmp_path / "agent.stderr").read_text()
+        assert code == 0, stderr
+        assert job.history[-1] == agent.JS_SUCCESS, (job.error, stderr)
+        imported = [n[1] for n in read_notes(notes) if n[0] == "imported"]
+        assert imported == ["__main__", "pkg.agent"]
 
 
 BAD_AGENT_FILE = """

@@ -104,6 +104,11 @@ def ref_for(fn: Any) -> Ref:
     path = None
     if module == "__main__":
         main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        if spec is not None and spec.name and spec.name != "__main__":
+            # run as ``python -m pkg.agent``: import it by that name, in its
+            # package (relative imports work; its ``__main__`` guard stays shut)
+            return Ref(module=spec.name, qualname=qualname)
         path = getattr(main, "__file__", None)
         if path is None:
             raise ValueError("the agent's __main__ module has no file; run it as `python agent.py`")
