@@ -33,3 +33,14 @@ async def wait_for_shutdown(ctx: JobContext) -> None:
 
         ctx.add_shutdown_callback(note)
     await trio.sleep_forever()
+
+
+async def log_a_huge_message(ctx: JobContext) -> None:
+    """One log record bigger than an IPC frame may be, then end normally."""
+    chatty.warning("huge %s", "x" * (20 * 1024 * 1024))
+    chatty.warning("after the huge one")
+    ctx.shutdown("logged")
+
+
+async def raise_a_huge_error(ctx: JobContext) -> None:
+    raise RuntimeError("z" * (20 * 1024 * 1024))

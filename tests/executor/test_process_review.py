@@ -31,7 +31,7 @@ from livekit.protocol import agent
 from livekit.protocol.agent_dispatch import RoomAgentDispatch
 
 from trio_agents import AgentServer, JobContext, JobExecutorType, WorkerError
-from trio_agents._executor import _process, _zygote
+from trio_agents._executor import _ipc, _process, _zygote
 from trio_agents.testing import LocalServer, open_local_server
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux processes")
@@ -307,3 +307,29 @@ async def test_the_memory_warning_is_rate_limited(
     warnings = [r for r in caplog.records if "job_memory_warn_mb=1" in r.getMessage()]
     assert len(warnings) == 1
     assert warnings[0].job_id == job.job.id  # type: ignore[attr-defined]
+
+
+async def test_a_log_record_too_big_for_one_frame_is_cut_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with worker_with(review_agents.log_a_huge_message) as (server, _):
+        with trio.fail_after(30):
+            server.rooms.create("huge", agents=[RoomAgentDispatch(agent_name="")])
+            job = await wait_terminal(server, await server.wait_for_job(room="huge"))
+    assert job.status == agent.JS_SUCCESS, job.error
+    messages = [r.getMessage() for r in caplog.records if r.name == review_agents.chatty.name]
+    assert len(messages) == 2
+    assert messages[0].startswith("huge xxx")
+    assert "truncated" in messages[0]
+    assert len(messages[0]) < _ipc.MAX_FRAME
+    assert messages[1] == "after the huge one"
+
+
+async def test_an_error_too_big_for_one_frame_still_reaches_the_server() -> None:
+    async with worker_with(review_agents.raise_a_huge_error) as (server, _):
+        with trio.fail_after(30):
+            server.rooms.create("huge", agents=[RoomAgentDispatch(agent_name="")])
+            job = await wait_terminal(server, await server.wait_for_job(room="huge"))
+    assert job.status == agent.JS_FAILED
+    assert job.error.startswith("entrypoint raised RuntimeError: zzz"), job.error[:100]
+    assert "truncated" in job.error

@@ -22,7 +22,7 @@ import trio
 from livekit.protocol import agent, agent_dispatch
 from worker_helpers import TCPProxy, make_worker, running
 
-from trio_agents import JobExecutorType
+from trio_agents import JobContext, JobExecutorType
 from trio_agents._health import health_app
 from trio_agents._http import serve_tcp
 from trio_agents.testing import JobRecord, LocalServer, open_local_server
@@ -323,3 +323,30 @@ async def test_the_http_server_still_serves_and_frees_its_port() -> None:
         again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
         again.listen()
+
+
+# --- sizes -----------------------------------------------------------------------------------
+
+
+async def test_a_huge_error_is_cut_to_fit_the_status_update() -> None:
+    """An entrypoint error of megabytes (a response body in the message) must not
+    make the status update too big for the server, which would reset the
+    connection on every attempt to send it."""
+
+    async def entry(ctx: JobContext) -> None:
+        raise RuntimeError("y" * (3 * 1024 * 1024))
+
+    with trio.fail_after(30):
+        async with open_local_server(port=0) as server:
+            ws = make_worker(server.url)
+            ws.rtc_session(entry)
+            async with running(ws):
+                first_id = ws.worker_id
+                server.create_room("huge-error")
+                record = await server.wait_for_job(room="huge-error")
+                await server.wait_for_job_status(record.job.id, *TERMINAL)
+                assert ws.worker_id == first_id  # the connection was not reset
+    assert record.status == agent.JS_FAILED
+    assert record.error.startswith("entrypoint raised RuntimeError: yyy")
+    assert "truncated" in record.error
+    assert len(record.error) <= 64 * 1024

@@ -19,12 +19,13 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import psutil
 import trio
 
 from .._job._context import JobProcess, run_job
 from .._job._control import JobControl
-from .._types import JobExecutorType
+from .._types import JobExecutorType, JobOutcome
 from . import _ipc
 from ._inline import run_setup
 from ._zygote import dump_path_for, ignore_signal
@@ -42,6 +43,18 @@ def set_parent_death_signal(sig: int = signal.SIGKILL) -> None:
         libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
     except (OSError, AttributeError):  # pragma: no cover - not Linux
         pass
+
+
+#: Longest string field of a log record sent to the worker (the rest is cut).
+MAX_LOG_TEXT = _ipc.MAX_FRAME // 16
+
+
+def _too_big(fields: dict[str, Any]) -> dict[str, Any]:
+    """A stand-in for a record too big for one frame: its place and level, no payload."""
+    keep = ("name", "levelno", "levelname", "created", "msecs", "pathname", "lineno")
+    small = {k: fields[k] for k in keep if k in fields}
+    small.update(msg="[a log record too big to forward was dropped]", args=None)
+    return small
 
 
 class _IPCLogHandler(logging.Handler):
@@ -72,7 +85,11 @@ class _IPCLogHandler(logging.Handler):
             )
             for k, v in list(fields.items()):
                 if not isinstance(v, str | int | float | bool | type(None)):
-                    fields[k] = repr(v)
+                    v = fields[k] = repr(v)
+                if isinstance(v, str) and len(v) > MAX_LOG_TEXT:
+                    # one IPC frame carries one record: a huge message is cut, not fatal
+                    cut = len(v) - MAX_LOG_TEXT
+                    fields[k] = f"{v[:MAX_LOG_TEXT]} ... [truncated {cut} characters]"
             self._submit(fields)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)
@@ -161,7 +178,11 @@ async def _main(
         try:
             async for fields in log_recv:
                 with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await stream.send(_ipc.LogRecord(fields))
+                    try:
+                        frame = _ipc.LogRecord(fields)
+                        await stream.send(frame)
+                    except ValueError:  # over the frame limit even so (many big fields)
+                        await stream.send(_ipc.LogRecord(_too_big(fields)))
         finally:
             log_pump_done.set()
 
@@ -209,7 +230,7 @@ async def _main(
             recorder=recorder,
         )
         _end_subprocesses()
-        await _send_quietly(stream, _ipc.Done(outcome))
+        await _send_quietly(stream, _ipc.Done(_fit(outcome)))
         # let queued log records out, briefly
         log_send.close()
         with trio.move_on_after(0.5):
@@ -227,6 +248,22 @@ def apply_log_levels(levels: dict[str, int]) -> None:
     """
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
+
+
+def _cut(text: str) -> str:
+    if len(text) <= MAX_LOG_TEXT:
+        return text
+    return f"{text[:MAX_LOG_TEXT]} ... [truncated {len(text) - MAX_LOG_TEXT} characters]"
+
+
+def _fit(outcome: JobOutcome) -> JobOutcome:
+    """The outcome with its texts cut to fit one IPC frame (an error can be huge)."""
+    return attrs.evolve(
+        outcome,
+        reason=_cut(outcome.reason),
+        error=_cut(outcome.error),
+        teardown_errors=tuple(_cut(e) for e in outcome.teardown_errors[:16]),
+    )
 
 
 async def _send_quietly(stream: _ipc.FramedStream, msg: object) -> None:

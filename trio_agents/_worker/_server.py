@@ -60,6 +60,8 @@ REGISTER_RESPONSE_TIMEOUT = 10.0
 #: How long closing may take to send what is queued and say goodbye (close frame).
 CLOSE_CONNECTION_TIMEOUT = 3.0
 LOAD_INTERVAL = 0.5
+#: Longest error string sent in an UpdateJobStatus.
+MAX_STATUS_ERROR = 16 * 1024
 
 EntrypointFn = Callable[[Any], Awaitable[None]]
 RequestFn = Callable[[JobRequest], Awaitable[None]]
@@ -879,8 +881,21 @@ class AgentServer:
             job_id, outcome.kind.value, outcome.reason or outcome.error, time.monotonic() - started,
         )
         self._send_final(
-            protocol.UpdateJobStatus(job_id=job_id, status=outcome.job_status, error=outcome.error)
+            protocol.UpdateJobStatus(
+                job_id=job_id, status=outcome.job_status, error=_cut(outcome.error)
+            )
         )
+
+
+def _cut(error: str) -> str:
+    """An error string short enough for a status update (the log has all of it).
+
+    A server frame holds at most 2 MiB; an exception message can hold a whole
+    response body.
+    """
+    if len(error) <= MAX_STATUS_ERROR:
+        return error
+    return f"{error[:MAX_STATUS_ERROR]} ... [truncated {len(error) - MAX_STATUS_ERROR} characters]"
 
 
 def _load_sampler(server: AgentServer) -> Callable[[], float]:
