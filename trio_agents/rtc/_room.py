@@ -185,6 +185,7 @@ class Room:
         self._run_scope: trio.CancelScope | None = None
         self._done = trio.Event()
         self._changed = _Changes()
+        self._failed_connects = 0
         self.disconnect_reason: DisconnectReason | None = None
 
     # --- state ----------------------------------------------------------------------
@@ -214,7 +215,12 @@ class Room:
 
     @property
     def remote_participants(self) -> Mapping[str, RemoteParticipant]:
-        """identity -> ``RemoteParticipant`` (a read-only live view)."""
+        """identity -> ``RemoteParticipant`` (a read-only live view).
+
+        As in the livekit SDK, the last participants stay listed after the
+        room disconnected (no ``ParticipantDisconnected`` is emitted for them);
+        check ``isconnected()`` before trusting the list.
+        """
         return types.MappingProxyType(self._remotes)
 
     @property
@@ -295,6 +301,8 @@ class Room:
                 self._phase = _Phase.NEW
                 self._link = None
                 self._reset()
+                self._failed_connects += 1
+                self._changed.notify()  # waiters through connecting: it failed
         return reason
 
     async def disconnect(self) -> None:
@@ -337,10 +345,13 @@ class Room:
     ) -> RemoteParticipant:
         """The first remote participant (present or joining) matching ``identity`` and ``kind``.
 
-        Waits through connecting.
+        Waits through connecting (and, on a new room, until ``run`` starts).
+        Once the room has disconnected nobody is present: its leftovers in
+        ``remote_participants`` are not a match.
 
         Raises:
-            NotConnectedError: the room disconnected (or was never run) first.
+            NotConnectedError: the room disconnected, or its connection
+                attempt failed, before a matching participant joined.
         """
         kinds: set[int] | None
         if kind is None:
@@ -349,16 +360,21 @@ class Room:
             kinds = {int(kind)}
         else:
             kinds = {int(k) for k in kind}
+        failed_connects = self._failed_connects
         while True:
+            if self._phase == _Phase.ENDED:
+                raise NotConnectedError(
+                    "the room disconnected before a matching participant joined"
+                )
+            if self._failed_connects != failed_connects:
+                raise NotConnectedError(
+                    "the room's connection attempt failed before a matching participant joined"
+                )
             for p in self._remotes.values():
                 if identity is not None and p.identity != identity:
                     continue
                 if kinds is None or int(p.kind) in kinds:
                     return p
-            if self._phase == _Phase.ENDED:
-                raise NotConnectedError(
-                    "the room disconnected before a matching participant joined"
-                )
             await self._changed.wait()
 
     # --- events --------------------------------------------------------------------------
