@@ -207,6 +207,7 @@ class JobContext:
         self._work_done = trio.Event()
         self._connect_lock = trio.Lock()
         self._connected = False
+        self._handlers_installed = False
         self._auto_subscribe = AutoSubscribe.SUBSCRIBE_ALL
         self._room_changed = trio.Event()
         self._room_error: BaseException | None = None
@@ -293,12 +294,26 @@ class JobContext:
                 )
             assert self._nursery is not None
             self._auto_subscribe = auto_subscribe
-            self._install_room_handlers()
+            if not self._handlers_installed:  # once, however many attempts
+                self._install_room_handlers()
+                self._handlers_installed = True
             options = rtc.RoomOptions(auto_subscribe=auto_subscribe is AutoSubscribe.SUBSCRIBE_ALL)
             self._record("connecting")
-            await self._nursery.start(self._room_task, options)
-            self._connected = True
-            self._record("connected")
+            try:
+                await self._nursery.start(self._room_task, options)
+            finally:
+                # trio's start() checkpoints after the room task has started:
+                # cancelled there (a shutdown at the moment of the join), this
+                # call raises, yet the room is joined and is the job's to
+                # disconnect in teardown (_connected was set when it started).
+                self._after_join()
+
+    def _after_join(self) -> None:
+        """What a join brings: the participants present at connect."""
+        if not self._connected:
+            return
+        self._record("connected")
+        if self.room.isconnected():
             for p in list(self.room.remote_participants.values()):
                 self._subscribe_existing(p)
                 self._start_participant(p, present_at_connect=True)
@@ -310,11 +325,13 @@ class JobContext:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         started = False
+        ctx = self
 
         class _Status:
             def started(self, value: object = None) -> None:
                 nonlocal started
                 started = True
+                ctx._connected = True  # joined, whether or not connect() sees it return
                 task_status.started()
 
         try:
@@ -567,6 +584,9 @@ class JobContext:
                     raise cancelled
             return outcome
         finally:
+            # a finished job hears nothing more from its control line (and the
+            # line, which its runner may keep, no longer keeps the job alive)
+            self._control.unsubscribe(self._on_control)
             job_log_fields.reset(fields_token)
             _current.reset(token)
             self._teardown_done.set()
@@ -636,9 +656,17 @@ class JobContext:
         with trio.move_on_at(self._deadline, shield=True) as scope:
             try:
                 await fn()
-            except Exception as exc:
-                logger.error("teardown step %s failed: %s", name, _describe(exc))
-                self._teardown_errors.append(exc)
+            except BaseException as raised:
+                # cut at the deadline, a step can raise errors of its cleanup
+                # mixed with the Cancelled: record them, let the Cancelled go
+                # on to the deadline's scope, which absorbs it
+                error, rest = _split_errors(raised)
+                if error is None:
+                    raise
+                logger.error("teardown step %s failed: %s", name, _describe(error))
+                self._teardown_errors.append(error)
+                if rest is not None:
+                    raise rest from None
         if scope.cancelled_caught:
             logger.error("teardown step %s was cut off at the deadline", name)
             self._deadline_hit.append(name)
@@ -654,7 +682,8 @@ class JobContext:
             self._work_scope.cancel()
             await self._step("cancel_work", self._work_done.wait)
             # 4. room deletion, then disconnect
-            if self.delete_room_on_close and self._connected:
+            # (connected or not: the job's room exists, it was dispatched into it)
+            if self.delete_room_on_close:
                 await self._step("delete_room", self.delete_room)
             if self._connected:
                 await self._step("disconnect", self.room.disconnect)
@@ -677,9 +706,17 @@ class JobContext:
                 result = cb(reason) if _callback_arity(cb) == 1 else cb()
                 if inspect.isawaitable(result):
                     await result
-            except Exception as exc:
-                errors.append(exc)
-                self._record("callback_failed", name, _describe(exc))
+            except BaseException as raised:
+                # a callback cut at the deadline may raise its cleanup's errors
+                # mixed with the Cancelled (a nursery of its own): they are
+                # reported with the others, the Cancelled goes on
+                error, rest = _split_errors(raised)
+                if error is None:
+                    raise
+                errors.append(error)
+                self._record("callback_failed", name, _describe(error))
+                if rest is not None:
+                    raise rest from None
                 return
             self._record("callback_done", name)
 

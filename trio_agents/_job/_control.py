@@ -7,6 +7,7 @@ both ends hold the same object; the PROCESS executor mirrors it over IPC.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import trio
@@ -57,6 +58,11 @@ class JobControl:
     def subscribe(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` (sync, in the trio thread) on every request."""
         self._listeners.append(fn)
+
+    def unsubscribe(self, fn: Callable[[], None]) -> None:
+        """Stop calling ``fn`` (no error if it is not subscribed)."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(fn)
 
     def finish(self, outcome: JobOutcome) -> None:
         if self.outcome is None:
