@@ -33,6 +33,7 @@ from trio_agents._transport import (
     unregister_memory_endpoint,
 )
 from trio_agents.testing import DEV_API_KEY, DEV_API_SECRET, LocalServer
+from trio_agents.testing._agents import Changes
 from trio_agents.testing._asgi import (
     Message,
     Receive,
@@ -78,21 +79,6 @@ async def running(*workers: AgentServer, register: bool = True) -> AsyncIterator
         yield
         for ws in workers:
             nursery.start_soon(ws.aclose)
-
-
-class Changes:
-    """Wait until a predicate holds, re-checked whenever ``notify`` is called."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._event.wait()
 
 
 # --- the tap ---------------------------------------------------------------------------
