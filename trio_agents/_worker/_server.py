@@ -38,6 +38,7 @@ from .._health import health_app
 from .._http import serve_tcp
 from .._job._control import JobControl
 from .._load import CPULoad
+from .._sync import Changes
 from .._transport import MessageStream, open_websocket, websocket_base_url
 from .._types import (
     JobAcceptArguments,
@@ -196,7 +197,7 @@ class AgentServer:
         self._closed = trio.Event()
         self._stop_connection = trio.Event()
         self._connection_done = trio.Event()
-        self._jobs_changed = _LazyEvent()
+        self._jobs_changed = Changes()
         self._jobs_nursery: trio.Nursery | None = None
         self._executor: Any = None
         self._hard_exit: Callable[[int], None] = os._exit
@@ -470,8 +471,7 @@ class AgentServer:
             job.control.notify_draining()
 
     async def _wait_idle(self) -> None:
-        while self._jobs or self._reserved:
-            await self._jobs_changed.wait()
+        await self._jobs_changed.wait_until(lambda: not self._jobs and not self._reserved)
 
     async def _shutdown_jobs(self) -> None:
         for job in list(self._jobs.values()):
@@ -483,8 +483,9 @@ class AgentServer:
     async def _flush_statuses(self) -> None:
         """Give queued final statuses a bounded chance to reach the server."""
         with trio.move_on_after(2.0):
-            while self._unreported and self._conn is not None:
-                await self._jobs_changed.wait()
+            await self._jobs_changed.wait_until(
+                lambda: not self._unreported or self._conn is None
+            )
         if self._unreported:
             logger.warning("%d final job statuses could not be sent", len(self._unreported))
 
@@ -640,7 +641,7 @@ class AgentServer:
             self._send_final(update)
         self._send_status()
         self._registered.set()
-        wake = _LazyEvent()
+        wake = Changes()
 
         async def writer() -> None:
             async for data in recv_ch:
@@ -659,7 +660,7 @@ class AgentServer:
             while True:
                 deadline = conn.next_deadline()
                 with trio.move_on_at(deadline):
-                    await wake.wait()
+                    await wake.wait_until(lambda d=deadline: conn.next_deadline() != d)  # type: ignore[misc]
                     continue
                 for ev in conn.handle_timer(trio.current_time()):
                     if isinstance(ev, protocol.StatusDue):
@@ -689,7 +690,7 @@ class AgentServer:
                             exc,
                         )
                         raise
-                    wake.set()
+                    wake.notify()
                     if incoming is not None:
                         self._dispatch(incoming, nursery)
         except* (ConnectionClosed, protocol.RemoteProtocolError) as group:
@@ -750,7 +751,7 @@ class AgentServer:
         self._unreported[update.job_id] = update
         if self._send(update):
             self._unreported.pop(update.job_id, None)
-        self._jobs_changed.set()
+        self._jobs_changed.notify()
 
     # --- availability and launch ------------------------------------------------------
 
@@ -830,7 +831,7 @@ class AgentServer:
                 self._send(protocol.Availability(job_id=job.id, available=False, terminate=False))
         finally:
             self._reserved -= 1
-            self._jobs_changed.set()
+            self._jobs_changed.notify()
 
     def _launch(self, info: RunningJobInfo) -> None:
         if self._jobs_nursery is None:
@@ -943,22 +944,3 @@ async def _default_on_request(req: JobRequest) -> None:
 
 class _RegisterTimeout(TrioAgentsError):
     pass
-
-
-class _LazyEvent:
-    """A re-armable event: ``set()`` wakes current waiters; ``wait()`` waits for the next set."""
-
-    def __init__(self) -> None:
-        self._event: trio.Event | None = None
-
-    def set(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self) -> None:
-        if self._event is None:
-            self._event = trio.Event()
-        await self._event.wait()
-
-

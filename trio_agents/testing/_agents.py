@@ -23,6 +23,7 @@ from livekit.protocol import agent, agent_dispatch, models
 
 from .. import protocol
 from .._errors import ConnectionClosed
+from .._sync import Changes as Changes
 from ._asgi import Request, WebSocket
 from ._rooms import DEPENDENT_KINDS, Participant, Room, RoomListener, new_sid
 
@@ -32,21 +33,6 @@ logger = logging.getLogger("trio_agents.testing")
 SERVER_VERSION = "1.9.0"
 AGENT_TOKEN_TTL = datetime.timedelta(hours=1)
 TERMINAL = (agent.JS_SUCCESS, agent.JS_FAILED)
-
-
-class Changes:
-    """Lets tasks wait until some state satisfies a predicate."""
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def notify(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
-
-    async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        while not predicate():
-            await self._event.wait()
 
 
 @attrs.define(eq=False)
