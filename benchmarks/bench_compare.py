@@ -269,6 +269,15 @@ class Worker:
         }
 
 
+def python_for(framework: str) -> str:
+    """Our python, or the official worker's own venv (it pins an older livekit SDK)."""
+    if framework != "livekit-agents":
+        return sys.executable
+    script = Path(__file__).resolve().parents[1] / "scripts" / "reference-venv.sh"
+    out = subprocess.run(["bash", str(script)], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
 def worker_env(
     framework: str, url: str, *, livekit_preload: str | None, trio_keep_threads: bool
 ) -> dict[str, str]:
@@ -292,7 +301,7 @@ async def run_worker(
     with log_path.open("wb") as log:
         launched = time.time()
         process = await trio.lowlevel.open_process(
-            [sys.executable, str(AGENT_SCRIPT), ARGV_NAME[framework], str(idle), agent_name],
+            [python_for(framework), str(AGENT_SCRIPT), ARGV_NAME[framework], str(idle), agent_name],
             env=env,
             cwd=log_dir,
             stdin=subprocess.DEVNULL,

@@ -6,9 +6,10 @@ is the judge.  It must register, take explicit dispatches, run the entrypoint
 with the job and token the server built, report the job's end, obey a
 termination, and re-register with its running jobs after a server restart.
 
-Needs the optional ``reference`` extra (``pip install -e '.[test,reference]'``);
-the module is skipped when ``livekit.agents`` is not installed.  Run with
-``pytest -m reference -s`` to see the timings it measures.
+The official worker runs from its own venv (``scripts/reference-venv.sh``,
+made on first use by the ``reference_python`` fixture), since it pins the
+``livekit`` SDK below ours.  Run with ``pytest -m reference -s`` to see the
+timings it measures.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,17 +28,16 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from livekit.protocol import agent, agent_dispatch
 
-lk_agents = pytest.importorskip("livekit.agents")
-
-from livekit.protocol import agent, agent_dispatch  # noqa: E402
-
-from trio_agents import protocol  # noqa: E402
-from trio_agents.testing import LocalServer, WorkerRecord, open_local_server  # noqa: E402
+from trio_agents import protocol
+from trio_agents.testing import LocalServer, WorkerRecord, open_local_server
 
 pytestmark = pytest.mark.reference
 
 AGENT_SCRIPT = Path(__file__).with_name("reference_agent.py")
+#: The livekit-agents release scripts/reference-venv.sh installs.
+REFERENCE_VERSION = "1.8.9"
 AGENT_NAME = "conformance-agent"
 #: Generous bound on every wait: the worker starts a forkserver and a job process.
 TIMEOUT = 60.0
@@ -112,7 +111,9 @@ async def _stop(process: trio.Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def reference_worker(url: str, tmp_path: Path) -> AsyncIterator[ReferenceWorker]:
+async def reference_worker(
+    python: str, url: str, tmp_path: Path, **env_extra: str
+) -> AsyncIterator[ReferenceWorker]:
     """Run ``reference_agent.py start`` against ``url`` for the duration of the block."""
     marker_dir = tmp_path / "markers"
     marker_dir.mkdir(exist_ok=True)
@@ -127,10 +128,11 @@ async def reference_worker(url: str, tmp_path: Path) -> AsyncIterator[ReferenceW
         REFERENCE_AGENT_EXECUTOR="process",
         PYTHONUNBUFFERED="1",
     )
+    env.update(env_extra)
     with log_path.open("wb") as log:
         started_at = time.monotonic()
         process = await trio.lowlevel.open_process(
-            [sys.executable, str(AGENT_SCRIPT), "start"],
+            [python, str(AGENT_SCRIPT), "start"],
             env=env,
             cwd=tmp_path,
             stdin=subprocess.DEVNULL,
@@ -160,12 +162,17 @@ def _only_job(server: LocalServer, room: str) -> str:
     return job_id
 
 
-async def test_official_worker_runs_an_explicit_dispatch_to_completion(tmp_path: Path) -> None:
-    async with open_local_server(port=0) as server, reference_worker(server.url, tmp_path) as ref:
+async def test_official_worker_runs_an_explicit_dispatch_to_completion(
+    reference_python: str, tmp_path: Path
+) -> None:
+    async with (
+        open_local_server(port=0) as server,
+        reference_worker(reference_python, server.url, tmp_path) as ref,
+    ):
         record = await ref.registered(server)
         register_s = time.monotonic() - ref.started_at
         assert record.id.startswith("AW_")
-        assert record.version == lk_agents.__version__
+        assert record.version == REFERENCE_VERSION
         assert (record.job_type, record.deployment) == (agent.JT_ROOM, "")
         assert record.permissions.agent
         assert record.permissions.can_subscribe
@@ -213,7 +220,7 @@ async def test_official_worker_runs_an_explicit_dispatch_to_completion(tmp_path:
         assert job_id not in record.running
 
         print(
-            f"\nlivekit-agents {lk_agents.__version__}: start->register {register_s:.2f} s, "
+            f"\nlivekit-agents {REFERENCE_VERSION}: start->register {register_s:.2f} s, "
             f"dispatch->entrypoint {(seen['entered_at'] - dispatched_wall) * 1000:.0f} ms, "
             f"dispatch->JS_SUCCESS {done_s * 1000:.0f} ms"
         )
@@ -223,8 +230,13 @@ async def test_official_worker_runs_an_explicit_dispatch_to_completion(tmp_path:
     assert server.agents.workers == {}
 
 
-async def test_official_worker_obeys_termination_and_reports_its_load(tmp_path: Path) -> None:
-    async with open_local_server(port=0) as server, reference_worker(server.url, tmp_path) as ref:
+async def test_official_worker_obeys_termination_and_reports_its_load(
+    reference_python: str, tmp_path: Path
+) -> None:
+    async with (
+        open_local_server(port=0) as server,
+        reference_worker(reference_python, server.url, tmp_path) as ref,
+    ):
         record = await ref.registered(server)
         _dispatch(server, "stay-room", "stay")
         with trio.fail_after(TIMEOUT):
@@ -246,8 +258,13 @@ async def test_official_worker_obeys_termination_and_reports_its_load(tmp_path: 
             await server.agents.changes.wait_until(lambda: record.job_count == 0)
 
 
-async def test_official_worker_rejection_ends_the_job_without_entrypoint(tmp_path: Path) -> None:
-    async with open_local_server(port=0) as server, reference_worker(server.url, tmp_path) as ref:
+async def test_official_worker_rejection_ends_the_job_without_entrypoint(
+    reference_python: str, tmp_path: Path
+) -> None:
+    async with (
+        open_local_server(port=0) as server,
+        reference_worker(reference_python, server.url, tmp_path) as ref,
+    ):
         await ref.registered(server)
         _dispatch(server, "reject-room", "reject")
         with trio.fail_after(TIMEOUT):
@@ -262,8 +279,13 @@ async def test_official_worker_rejection_ends_the_job_without_entrypoint(tmp_pat
         assert not ref.marker_path(job_id).exists()
 
 
-async def test_official_worker_reports_a_raising_entrypoint_as_success(tmp_path: Path) -> None:
-    async with open_local_server(port=0) as server, reference_worker(server.url, tmp_path) as ref:
+async def test_official_worker_reports_a_raising_entrypoint_as_success(
+    reference_python: str, tmp_path: Path
+) -> None:
+    async with (
+        open_local_server(port=0) as server,
+        reference_worker(reference_python, server.url, tmp_path) as ref,
+    ):
         await ref.registered(server)
         _dispatch(server, "raise-room", "raise")
         with trio.fail_after(TIMEOUT):
@@ -291,13 +313,14 @@ async def _serve(
 
 
 async def test_official_worker_reregisters_after_a_server_restart_with_its_jobs(
+    reference_python: str,
     tmp_path: Path,
 ) -> None:
     async with trio.open_nursery() as nursery:
         first_stopped = trio.Event()
         first, first_scope = await nursery.start(_serve, 0, first_stopped)
         port = int(first.url.rsplit(":", 1)[1])
-        async with reference_worker(first.url, tmp_path) as ref:
+        async with reference_worker(reference_python, first.url, tmp_path) as ref:
             old = await ref.registered(first)
             _dispatch(first, "migrate-room", "stay")
             with trio.fail_after(TIMEOUT):
