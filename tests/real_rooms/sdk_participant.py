@@ -109,7 +109,9 @@ class Participant:
             emit(ev="metadata_changed", identity=p.identity, metadata=new)
 
         @room.on("track_subscribed")
-        def _sub(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        def _sub(
+            track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant
+        ) -> None:
             emit(ev="track_subscribed", identity=p.identity, name=pub.name)
             if track.kind == rtc.TrackKind.KIND_AUDIO:
                 self.spawn(self.record(p.identity, track))

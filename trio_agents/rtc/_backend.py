@@ -43,7 +43,7 @@ class RoomOptions:
             (ICE servers, transport policy); the simulated backend refuses it.
         text_topics: the topics whose text streams the room delivers as
             ``TextReceived``.  None: every topic on the simulated backend;
-            ``""`` and ``"lk.chat"`` on the livekit backend (the SDK receives
+            ``""``, ``"chat"`` and ``"lk.chat"`` on the livekit backend (the SDK receives
             text streams per registered topic only).
     """
 

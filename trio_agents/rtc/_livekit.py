@@ -43,7 +43,7 @@ logger = logging.getLogger("trio_agents.rtc")
 #: Capacity of the room's event pipe (room events and remote audio frames).
 EVENT_CAPACITY = 10_000
 #: Text-stream topics received when ``RoomOptions.text_topics`` is None.
-DEFAULT_TEXT_TOPICS = ("", "lk.chat")
+DEFAULT_TEXT_TOPICS = ("", "chat", "lk.chat")
 #: Frames handed to the SDK per crossing, at most.
 SEND_BATCH = 10
 
@@ -350,8 +350,12 @@ class _LoopSide:
                 return
 
     async def leave(self) -> None:
-        if self.room is not None and self.room.isconnected():
-            await self.room.disconnect()
+        room = self.room
+        if room is not None and room.isconnected():
+            logger.debug("leaving the room")
+            await room.disconnect()
+        # the SDK emits "disconnected" only when it still saw the room connected
+        self.events.put(("disconnected", int(models.CLIENT_INITIATED)))
 
     async def close(self) -> None:
         """Leave and release every SDK resource (idempotent; bridge closer)."""
@@ -364,13 +368,17 @@ class _LoopSide:
         for pump in pumps:
             pump.cancel()
         if pumps:
+            logger.debug("closing %d audio streams", len(pumps))
             await asyncio.wait(pumps)
         for src in list(self.sources.values()):
+            logger.debug("closing an audio source")
             await src.aclose()
         self.sources.clear()
         room = self.room
         if room is not None and room.isconnected():
+            logger.debug("disconnecting the room")
             await room.disconnect()
+        logger.debug("the room link is closed")
         self.events.close()
 
 

@@ -1,0 +1,225 @@
+"""trio-agents jobs in real rooms of the real livekit-server (the livekit backend).
+
+Each test runs a trio-agents worker (``examples/echo_agent.py`` or
+``scenario_agent.py``) and official-SDK participants, every one in its own
+process inside the server's network namespace; it dispatches the agent
+through the server's API and checks what the participants and the agent saw.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from livekit.protocol import agent
+from livekit.protocol import room as room_pb
+
+from tests.real_rooms.helpers import (
+    ROOT,
+    WAIT,
+    agent_worker,
+    dispatch,
+    read_report,
+    sdk_participant,
+    server_api,
+    unique,
+    wait_until,
+)
+from tests.real_server.harness import ServerProcess
+
+pytestmark = [pytest.mark.real_server, pytest.mark.slow]
+
+ECHO_AGENT = ROOT / "examples" / "echo_agent.py"
+SCENARIO_AGENT = Path(__file__).resolve().parent / "scenario_agent.py"
+
+
+async def test_the_echo_example_echoes_a_440_hz_sine(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("echo")
+    async with agent_worker(livekit_server, ECHO_AGENT, tmp_path) as worker:
+        async with sdk_participant(livekit_server, room, "alice", topics=("chat", "echo")) as alice:
+            await dispatch(livekit_server, room, worker.agent_name)
+            agent_id = (await alice.wait_for("participant_connected"))["identity"]
+            # greeting (participant entrypoint) and text echo
+            greeting = await alice.wait_for("text", topic="chat")
+            assert greeting["text"] == "hello alice"
+            await alice.command("send_text", text="ping", topic="chat")
+            echo = await alice.wait_for("text", topic="echo")
+            assert echo["text"] == "ping"
+            # voice echo: alice publishes a sine, hears it back on the agent's track
+            await alice.command("publish_sine", freq=440, seconds=4)
+            await alice.wait_for("track_subscribed", identity=agent_id, name="echo")
+            await alice.wait_for("sine_done")
+            await alice.command("report_audio", identity=agent_id)
+            heard = [e for e in alice.events if e["ev"] == "audio"][-1]
+        assert heard["frames"] > 100, heard
+        assert heard["rms"] > 1000, heard
+        assert abs(heard["freq"] - 440) < 10, heard
+        # alice left: after the server's departure timeout the room closes, the job
+        # ends (the real server also terminates the job as it closes the room: the
+        # reason is whichever of the two the job saw first)
+        await wait_until(lambda: "ended: clean" in worker.log_text(), "the job to end")
+        log = worker.log_text()
+        assert "room disconnected" in log or "job terminated by the server" in log
+
+
+async def test_participants_kinds_attributes_metadata_text_and_sip(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("presence")
+    report = tmp_path / "report.jsonl"
+
+    def seen(ev: str, **match: Any) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in read_report(report)
+            if e["ev"] == ev and all(e.get(k) == v for k, v in match.items())
+        ]
+
+    async with agent_worker(livekit_server, SCENARIO_AGENT, tmp_path) as worker:
+        async with sdk_participant(livekit_server, room, "early", topics=("agent",)) as early:
+            await early.command("set_attributes", attributes={"role": "first"})
+            await dispatch(
+                livekit_server,
+                room,
+                worker.agent_name,
+                {"scenario": "presence", "report": str(report)},
+            )
+            await wait_until(lambda: bool(seen("connected")), "the agent to connect")
+            assert seen("connected")[0]["present"] == ["early"]
+            async with (
+                sdk_participant(livekit_server, room, "late", topics=("agent",)) as late,
+                sdk_participant(livekit_server, room, "bot", kind="agent"),
+            ):
+                # the STANDARD entrypoint ran for both, not for the other agent
+                await wait_until(lambda: len(seen("standard_entrypoint")) == 2, "entrypoints")
+                entries = {e["identity"]: e for e in seen("standard_entrypoint")}
+                assert entries["early"]["at_connect"] is True
+                assert entries["early"]["attributes"] == {"role": "first"}
+                assert entries["late"]["at_connect"] is False
+                assert all(e["kind"] == 0 for e in entries.values())
+                # send_text reached each on its topic
+                assert (await early.wait_for("text", topic="agent"))["text"] == "hello early"
+                assert (await late.wait_for("text", topic="agent"))["text"] == "hello late"
+                # the agent's own attributes reached the participants
+                await late.wait_for("attributes_changed", changed={"agent-state": "ready"})
+                # change events
+                await late.command("set_attributes", attributes={"mood": "happy"})
+                await late.command("set_metadata", metadata="meta-1")
+                await late.command("send_text", text="to the agent", topic="chat")
+                await wait_until(
+                    lambda: (
+                        bool(seen("attributes", identity="late"))
+                        and bool(seen("metadata", identity="late"))
+                        and bool(seen("text", identity="late"))
+                    ),
+                    "change events",
+                )
+                assert seen("attributes", identity="late")[0]["changed"] == {"mood": "happy"}
+                assert seen("metadata", identity="late")[0]["metadata"] == "meta-1"
+                assert seen("text", identity="late")[0] == {
+                    "ev": "text",
+                    "identity": "late",
+                    "topic": "chat",
+                    "text": "to the agent",
+                }
+                # a participant whose token says SIP ends wait_for_participant(kind=SIP)
+                assert not seen("sip")
+                async with sdk_participant(livekit_server, room, "phone", kind="sip"):
+                    await wait_until(lambda: bool(seen("sip")), "the SIP participant")
+                assert seen("sip")[0] == {"ev": "sip", "identity": "phone", "kind": 3}
+                assert len(seen("standard_entrypoint")) == 2  # SIP is not STANDARD
+
+
+async def test_the_job_ends_when_the_last_standard_participant_leaves(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("leave")
+    report = tmp_path / "report.jsonl"
+    async with agent_worker(livekit_server, SCENARIO_AGENT, tmp_path) as worker:
+        async with sdk_participant(livekit_server, room, "solo"):
+            await dispatch(
+                livekit_server,
+                room,
+                worker.agent_name,
+                {"scenario": "hook_then_wait", "report": str(report)},
+            )
+            await wait_until(
+                lambda: any(e["ev"] == "connected" for e in read_report(report)), "connect"
+            )
+            assert not any(e["ev"] == "shutdown" for e in read_report(report))
+        # departure_timeout is 1 s on the test server: the room closes, the job ends
+        await wait_until(
+            lambda: any(e["ev"] == "hook_done" for e in read_report(report)), "the job's end"
+        )
+    events = read_report(report)
+    assert {"ev": "shutdown", "reason": "room disconnected"} in events
+    assert {"ev": "hook_done", "reason": "room disconnected"} in events
+
+
+@pytest.mark.parametrize("scenario", ["delete_room", "delete_on_close"])
+async def test_the_job_deletes_its_room(
+    livekit_server: ServerProcess, tmp_path: Path, scenario: str
+) -> None:
+    room = unique(scenario.replace("_", "-"))
+    report = tmp_path / "report.jsonl"
+    async with agent_worker(livekit_server, SCENARIO_AGENT, tmp_path) as worker:
+        async with sdk_participant(livekit_server, room, "guest") as guest:
+            await dispatch(
+                livekit_server,
+                room,
+                worker.agent_name,
+                {"scenario": scenario, "report": str(report)},
+            )
+            disconnected = await guest.wait_for("disconnected")
+            assert disconnected["reason"] == 5  # ROOM_DELETED
+        async with server_api(livekit_server) as lk:
+            with trio.fail_after(WAIT):
+                while True:
+                    rooms = await lk.room.list_rooms(room_pb.ListRoomsRequest(names=[room]))
+                    if not rooms.rooms:
+                        break
+                    await trio.sleep(0.2)
+        await wait_until(
+            lambda: any(e["ev"] == "shutdown" for e in read_report(report)), "the job's end"
+        )
+
+
+async def _job_status(server: ServerProcess, room: str) -> list[int]:
+    async with server_api(server) as lk:
+        dispatches = await lk.agent_dispatch.list_dispatch(room)
+    return [job.state.status for d in dispatches for job in d.state.jobs]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "status"),
+    [("hook_then_shutdown", agent.JS_SUCCESS), ("fail", agent.JS_FAILED)],
+)
+async def test_the_server_records_the_jobs_status(
+    livekit_server: ServerProcess, tmp_path: Path, scenario: str, status: int
+) -> None:
+    room = unique(scenario.replace("_", "-"))
+    report = tmp_path / "report.jsonl"
+    async with agent_worker(livekit_server, SCENARIO_AGENT, tmp_path) as worker:
+        # a participant keeps the room (and its dispatch record) alive meanwhile
+        async with sdk_participant(livekit_server, room, "witness"):
+            await dispatch(
+                livekit_server,
+                room,
+                worker.agent_name,
+                {"scenario": scenario, "report": str(report)},
+            )
+            await wait_until(
+                lambda: any(e["ev"] == "shutdown" for e in read_report(report)), "the job's end"
+            )
+            with trio.fail_after(WAIT):
+                while True:
+                    statuses = await _job_status(livekit_server, room)
+                    if statuses and statuses[-1] not in (agent.JS_PENDING, agent.JS_RUNNING):
+                        break
+                    await trio.sleep(0.2)
+        assert statuses[-1] == status, (statuses, json.dumps(read_report(report)))
