@@ -188,7 +188,7 @@ async def agent_worker(
     argv = server.netns.cmd(
         [sys.executable, str(RUN_AGENT), str(agent_file), "dev", "--log-level", "DEBUG"]
     )
-    with open(log, "wb") as out:
+    with open(log, "wb") as out:  # noqa: ASYNC230 - opened once, for the child
         proc = await trio.lowlevel.open_process(
             argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
