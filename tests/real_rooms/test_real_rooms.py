@@ -8,7 +8,6 @@ through the server's API and checks what the participants and the agent saw.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
