@@ -136,7 +136,7 @@ async def entrypoint(ctx: JobContext) -> None:
     scenario = json.loads(ctx.job.metadata)["scenario"]
 
     def ended(reason: str) -> None:
-        report(ev="shutdown", reason=reason)
+        report(ev="shutdown", reason=reason, job_id=ctx.job.id)
 
     ctx.add_shutdown_callback(ended)
     await SCENARIOS[scenario](ctx, report)
