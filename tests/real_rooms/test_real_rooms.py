@@ -66,6 +66,39 @@ async def test_the_echo_example_echoes_a_440_hz_sine(
         assert "room disconnected" in log or "job terminated by the server" in log
 
 
+async def test_the_graceful_shutdown_example_says_goodbye_before_it_leaves(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("graceful")
+    async with (
+        agent_worker(
+            livekit_server,
+            ROOT / "examples" / "graceful_shutdown.py",
+            tmp_path,
+            agent_name="graceful",
+        ) as worker,
+        sdk_participant(livekit_server, room, "guest", topics=("chat",)) as guest,
+    ):
+        await dispatch(livekit_server, room, "graceful")
+        assert (await guest.wait_for("text", topic="chat"))["text"] == "goodbye"
+        await wait_until(lambda: "ended: clean (conversation over)" in worker.log_text(), "end")
+        assert "saved 1 lines (conversation over)" in worker.log_text()
+
+
+async def test_the_prewarm_example_uses_what_setup_fnc_loaded(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("prewarm")
+    async with (
+        agent_worker(
+            livekit_server, ROOT / "examples" / "prewarm.py", tmp_path, agent_name="prewarmed"
+        ),
+        sdk_participant(livekit_server, room, "guest", topics=("",)) as guest,
+    ):
+        await dispatch(livekit_server, room, "prewarmed")
+        assert (await guest.wait_for("text", topic=""))["text"] == "I know 2 words"
+
+
 async def test_participants_kinds_attributes_metadata_text_and_sip(
     livekit_server: ServerProcess, tmp_path: Path
 ) -> None:
