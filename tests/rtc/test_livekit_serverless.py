@@ -173,3 +173,17 @@ async def test_no_event_loop_closed_noise_after_exit(
                 pass
     await trio.sleep(0.5)
     assert not [r for r in caplog.records if "loop is closed" in r.getMessage().lower()]
+
+
+async def test_rooms_without_an_open_bridge_each_own_a_private_one(
+    http_401: tuple[int, list[bytes]],
+) -> None:
+    port, _ = http_401
+    # no bridge is open: each failed connect used (and closed) its own
+    for _ in range(2):
+        with pytest.raises(rtc.ConnectError):
+            async with rtc.connect_room(f"ws://127.0.0.1:{port}", TOKEN):
+                pass
+    with pytest.raises(RuntimeError, match="no asyncio bridge"):
+        rtc.current_bridge()
+    assert no_bridge_thread()

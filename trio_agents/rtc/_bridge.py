@@ -341,8 +341,9 @@ class AsyncioBridge:
     async def aclose(self) -> None:
         """Run the closers, wait (bounded) for orphans, stop the loop, join the thread.
 
-        Cancelled meanwhile, it skips to stopping the loop (tasks still there
-        are cancelled) and still joins the thread before it returns.
+        The cleanup is shielded from cancellation and bounded by
+        ``close_timeout``; what is still running then is cancelled, and the
+        thread is joined before this returns.
         """
         if self._closing:
             return
@@ -352,7 +353,9 @@ class AsyncioBridge:
             await trio.lowlevel.checkpoint()
             return
         try:
-            with trio.move_on_after(self._close_timeout):
+            # shielded and bounded: rooms still open must leave before the loop
+            # stops (else the native client keeps posting to a closed loop)
+            with trio.move_on_after(self._close_timeout, shield=True):
                 await self.run(self._close_on_loop)
         finally:
             self._closing = True
@@ -439,6 +442,26 @@ async def open_asyncio_bridge(
             await bridge.aclose()
         finally:
             _current.set(existing)
+
+
+@contextlib.asynccontextmanager
+async def use_asyncio_bridge() -> AsyncIterator[AsyncioBridge]:
+    """The bridge open in this trio run, or, if none is, a private one for the block.
+
+    A private bridge is not registered as the run's bridge (the block owns
+    it, and others must not borrow a bridge that closes with the block): to
+    share one loop thread between several rooms, open one around them with
+    ``open_asyncio_bridge``.
+    """
+    existing = _current.get()
+    if existing is not None and not existing._closing:
+        yield existing
+        return
+    bridge = AsyncioBridge()
+    try:
+        yield bridge
+    finally:
+        await bridge.aclose()
 
 
 class EventPipe(Generic[T]):

@@ -33,7 +33,7 @@ from livekit.protocol import models
 
 from ._audio import AudioFrame
 from ._backend import LinkSink, RoomOptions
-from ._bridge import AsyncioBridge, EventPipe, new_pipe, open_asyncio_bridge
+from ._bridge import AsyncioBridge, EventPipe, new_pipe, use_asyncio_bridge
 from ._enums import DisconnectReason, TrackSource
 from ._errors import ConnectError, NotConnectedError
 from ._track import LocalAudioTrack
@@ -455,7 +455,7 @@ class LivekitLink:
         self._leave_requested = False
 
     async def run(self, sink: LinkSink, on_connected: Callable[[], None]) -> DisconnectReason:
-        async with open_asyncio_bridge() as bridge:
+        async with use_asyncio_bridge() as bridge:
             self._bridge = bridge
             events: EventPipe[tuple[Any, ...]] = new_pipe(EVENT_CAPACITY, "livekit room events")
             side = _LoopSide(bridge, events, self._options)
