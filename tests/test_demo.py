@@ -29,3 +29,22 @@ async def test_demo_command_exits_zero() -> None:
     assert result.returncode == 0, err
     assert "ended: JS_SUCCESS" in err
     assert "HI FROM VISITOR-0" in err
+
+
+async def test_demo_without_visitors_ends_when_the_empty_room_closes() -> None:
+    # It used to wait out 30 s and then fail with UnboundLocalError.
+    with trio.fail_after(30):
+        assert await run_demo(participants=0, executor="inline") == 0
+
+
+async def test_demo_refuses_a_negative_visitor_count() -> None:
+    with pytest.raises(ValueError, match="participants must be >= 0"):
+        await run_demo(participants=-1)
+    result = await trio.run_process(
+        [sys.executable, "-m", "trio_agents", "demo", "--participants", "-1"],
+        capture_stderr=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "-1 is not in the range x>=0" in result.stderr.decode()

@@ -17,6 +17,7 @@ import click
 import trio
 from livekit.protocol import agent
 from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
+from livekit.protocol.room import CreateRoomRequest
 
 from . import rtc
 from ._job._context import JobContext, JobProcess
@@ -77,6 +78,8 @@ async def demo_entrypoint(ctx: JobContext) -> None:
 
 async def run_demo(participants: int = 2, executor: str = "process") -> int:
     """Run the demo; 0 when the job ended with JS_SUCCESS."""
+    if participants < 0:
+        raise ValueError(f"participants must be >= 0, got {participants}")
     from ._worker._server import AgentServer
     from .api import LiveKitAPI
     from .testing import open_local_server
@@ -110,6 +113,10 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
                 f"(health: http://127.0.0.1:{worker.health_port}/worker)"
             )
             async with LiveKitAPI(local.url, local.api_key, local.api_secret) as lk:
+                if not participants:
+                    # Nobody will join: a room no one joined closes after its empty
+                    # timeout (LiveKit's default, 300 s, is too long for a demo).
+                    await lk.room.create_room(CreateRoomRequest(name=ROOM, empty_timeout=2))
                 dispatch = await lk.agent_dispatch.create_dispatch(
                     CreateAgentDispatchRequest(
                         agent_name=AGENT_NAME,
@@ -134,13 +141,18 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
             async with trio.open_nursery() as visitors:
                 for i in range(participants):
                     visitors.start_soon(visitor, i)
-            say("everyone left; the room closes after its departure timeout, ending the job")
+            if participants:
+                say("everyone left; the room closes after its departure timeout, ending the job")
+            else:
+                say("no visitors: the room closes after its 2 s empty timeout, ending the job")
+            final = None
             with trio.move_on_after(30):
                 final = await local.wait_for_job_status(
                     record.job.id, agent.JS_SUCCESS, agent.JS_FAILED
                 )
             status = agent.JobStatus.Name(final.status) if final else "unknown"
-            say(f"job {record.job.id} ended: {status}{' ' + final.error if final.error else ''}")
+            error = f" {final.error}" if final is not None and final.error else ""
+            say(f"job {record.job.id} ended: {status}{error}")
             await worker.aclose()
             nursery.cancel_scope.cancel()
     return 0 if status == "JS_SUCCESS" else 1

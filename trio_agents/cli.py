@@ -215,7 +215,7 @@ def local_server(
 
 
 @main.command(help="Run the demo: stand-in server, a worker and simulated participants.")
-@click.option("--participants", default=2, show_default=True, type=int)
+@click.option("--participants", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--executor", type=click.Choice(["process", "thread", "inline"]), default="process")
 @_level
 def demo(participants: int, executor: str, log_level: str | None) -> None:
