@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import trio
 
-from ._logging import setup_logging
+from ._logging import LOG_LEVELS, setup_logging
 
 if TYPE_CHECKING:
     from ._worker._server import AgentServer
@@ -31,7 +31,7 @@ _level = click.option(
     "--log-level",
     envvar="LIVEKIT_LOG_LEVEL",
     default=None,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
 )
 
 
