@@ -18,6 +18,7 @@ import trio
 from ._logging import LOG_LEVELS, setup_logging
 
 if TYPE_CHECKING:
+    from ._worker._request import JobRequest
     from ._worker._server import AgentServer
 
 logger = logging.getLogger("trio_agents.cli")
@@ -32,6 +33,15 @@ _level = click.option(
     envvar="LIVEKIT_LOG_LEVEL",
     default=None,
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
+)
+
+
+_health_port = click.option(
+    "--health-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="port of the health/status server (default 8081 for start, any free port for dev; "
+    "0 picks a free one)",
 )
 
 
@@ -62,6 +72,23 @@ def _configure(
         server.api_secret = api_secret
 
 
+def _accept_as(server: AgentServer, identity: str) -> None:
+    """Make the session accept its jobs as ``identity`` (``connect --participant-identity``)."""
+    session = server.session
+    if not identity:
+        _fail("--participant-identity must not be empty")
+    if session.on_request is not None:
+        _fail(
+            "--participant-identity cannot be combined with the agent's own on_request "
+            "handler: pass the identity to req.accept(identity=...) there"
+        )
+
+    async def accept(req: JobRequest) -> None:
+        await req.accept(identity=identity)
+
+    session.on_request = accept
+
+
 def build_app_cli(server: AgentServer) -> click.Group:
     """The click group ``run_app`` runs; exposed for tests."""
 
@@ -76,6 +103,7 @@ def build_app_cli(server: AgentServer) -> click.Group:
     @_level
     @click.option("--drain-timeout", type=float, default=None, help="seconds to let jobs finish")
     @click.option("--log-format", type=click.Choice(["text", "json"]), default="json")
+    @_health_port
     def start(
         url: str | None,
         api_key: str | None,
@@ -83,9 +111,12 @@ def build_app_cli(server: AgentServer) -> click.Group:
         log_level: str | None,
         drain_timeout: float | None,
         log_format: str,
+        health_port: int | None,
     ) -> None:
         setup_logging(log_level or "INFO", json_format=log_format == "json")
         _configure(server, url, api_key, api_secret)
+        if health_port is not None:
+            server.port = health_port
         if drain_timeout is not None:
             server.drain_timeout = drain_timeout
         _run_worker(server)
@@ -95,15 +126,22 @@ def build_app_cli(server: AgentServer) -> click.Group:
     @_key
     @_secret
     @_level
+    @_health_port
     def dev(
-        url: str | None, api_key: str | None, api_secret: str | None, log_level: str | None
+        url: str | None,
+        api_key: str | None,
+        api_secret: str | None,
+        log_level: str | None,
+        health_port: int | None,
     ) -> None:
         setup_logging(log_level or "DEBUG")
         _configure(server, url, api_key, api_secret)
         server.devmode = True
         if server.num_idle_processes is None:
             server.num_idle_processes = 0
-        if server.port == 8081:
+        if health_port is not None:
+            server.port = health_port
+        elif server.port == 8081:
             server.port = 0
         _run_worker(server)
 
@@ -114,6 +152,11 @@ def build_app_cli(server: AgentServer) -> click.Group:
     @_level
     @click.option("--room", required=True, help="room to join (created if missing)")
     @click.option("--metadata", default="", help="job metadata")
+    @click.option(
+        "--participant-identity",
+        default=None,
+        help="the agent's identity in the room (default agent-<job id>)",
+    )
     def connect(
         url: str | None,
         api_key: str | None,
@@ -121,11 +164,14 @@ def build_app_cli(server: AgentServer) -> click.Group:
         log_level: str | None,
         room: str,
         metadata: str,
+        participant_identity: str | None,
     ) -> None:
         setup_logging(log_level or "DEBUG")
         _configure(server, url, api_key, api_secret)
         server.devmode = True
         server.port = None
+        if participant_identity is not None:
+            _accept_as(server, participant_identity)
 
         async def main() -> None:
             from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
@@ -148,6 +194,17 @@ def build_app_cli(server: AgentServer) -> click.Group:
             trio.run(main)
         except* WorkerError as group:
             _fail(str(group.exceptions[0]))
+
+    @app.command(
+        "download-files",
+        help="Download model files (kept for livekit-agents Dockerfiles; nothing to do here).",
+    )
+    def download_files() -> None:
+        click.echo(
+            "trio-agents: no plugin needs files downloaded; nothing to do "
+            "(this command exists so that Dockerfiles written for livekit-agents work)",
+            err=True,
+        )
 
     return app
 
