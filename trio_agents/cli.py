@@ -7,10 +7,12 @@ worker and simulated participants together.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import trio
@@ -269,6 +271,214 @@ def local_server(
         trio.run(serve)
     except* OSError as group:
         _fail(f"cannot listen on {host}:{port}: {group.exceptions[0]}")
+
+
+_server_url = click.option(
+    "--url",
+    envvar="LIVEKIT_URL",
+    default="ws://127.0.0.1:7880",
+    show_default=True,
+    help="the server (env LIVEKIT_URL)",
+)
+_server_key = click.option(
+    "--api-key", envvar="LIVEKIT_API_KEY", default="devkey", show_default=True
+)
+_server_secret = click.option(
+    "--api-secret", envvar="LIVEKIT_API_SECRET", default="secret", show_default=True
+)
+
+
+def _key_values(pairs: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint=what)
+        out[key] = value
+    return out
+
+
+@main.command(help="Dispatch an agent to a room (AgentDispatchService.CreateDispatch).")
+@_server_url
+@_server_key
+@_server_secret
+@click.option("--room", required=True, help="the room (created if missing)")
+@click.option("--agent-name", required=True, help="the agent's registered name")
+@click.option("--metadata", default="", help="the job's metadata (often JSON)")
+def dispatch(
+    url: str, api_key: str, api_secret: str, room: str, agent_name: str, metadata: str
+) -> None:
+    from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
+
+    from .api import APIConnectionError, LiveKitAPI, TwirpError
+
+    async def go() -> str:
+        async with LiveKitAPI(url, api_key, api_secret) as lk:
+            created = await lk.agent_dispatch.create_dispatch(
+                CreateAgentDispatchRequest(agent_name=agent_name, room=room, metadata=metadata)
+            )
+        return str(created.id)
+
+    _no_jwt_warning()
+    try:
+        dispatch_id = trio.run(go)
+    except (APIConnectionError, TwirpError) as exc:
+        _fail(f"dispatch failed: {exc}")
+    click.echo(dispatch_id)
+
+
+def _no_jwt_warning() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", message="The HMAC key is .* below the minimum")
+
+
+@main.group(
+    help="Simulated participants in a stand-in room, driven from another terminal "
+    "(trio-agents local-server hosts them)."
+)
+def sim() -> None:
+    pass
+
+
+def _sim_call(
+    url: str, api_key: str, api_secret: str, command: str, body: Mapping[str, object]
+) -> dict[str, object]:
+    import httpx
+    from livekit import api as lkapi
+
+    from ._transport import http_base_url
+
+    _no_jwt_warning()
+    room = str(body["room"])
+    token = (
+        lkapi.AccessToken(api_key, api_secret)
+        .with_grants(lkapi.VideoGrants(room_admin=True, room=room))
+        .to_jwt()
+    )
+    base = http_base_url(url)
+    try:
+        resp = httpx.post(
+            f"{base}/sim/{command}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=120,
+        )
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach the stand-in at {url}: {exc}")
+        raise  # (unreachable: _fail exits)
+    try:
+        answer = resp.json()
+    except ValueError:
+        answer = {"error": resp.text.strip() or f"HTTP {resp.status_code}"}
+    if resp.status_code != 200:
+        _fail(f"sim {command}: {answer.get('error', answer)}")
+    return dict(answer)
+
+
+_F = TypeVar("_F", bound=Callable[..., None])
+
+
+def _sim_command(name: str, help: str) -> Callable[[_F], click.Command]:
+    """Decorator: a ``sim`` subcommand with the server and participant options."""
+
+    def decorate(fn: _F) -> click.Command:
+        for option in reversed(
+            (
+                _server_url,
+                _server_key,
+                _server_secret,
+                click.option("--room", required=True),
+                click.option("--identity", required=True, help="the participant's identity"),
+            )
+        ):
+            fn = option(fn)
+        return sim.command(name, help=help)(fn)
+
+    return decorate
+
+
+@_sim_command("join", "Join a room as a simulated participant (it stays until 'leave').")
+@click.option(
+    "--kind",
+    type=click.Choice(["standard", "sip", "connector", "ingress"]),
+    default="standard",
+    show_default=True,
+)
+@click.option("--name", default="")
+@click.option("--metadata", default="")
+@click.option("--attribute", "attributes", multiple=True, help="KEY=VALUE (repeatable)")
+def sim_join(
+    url: str,
+    api_key: str,
+    api_secret: str,
+    room: str,
+    identity: str,
+    kind: str,
+    name: str,
+    metadata: str,
+    attributes: tuple[str, ...],
+) -> None:
+    body = {
+        "room": room,
+        "identity": identity,
+        "kind": kind,
+        "name": name,
+        "metadata": metadata,
+        "attributes": _key_values(attributes, "--attribute"),
+    }
+    _sim_call(url, api_key, api_secret, "join", body)
+    click.echo(f"{identity} joined {room}", err=True)
+
+
+@_sim_command("say", "Send text to the room (a text stream on TOPIC).")
+@click.option("--topic", default="lk.chat", show_default=True)
+@click.argument("text")
+def sim_say(
+    url: str, api_key: str, api_secret: str, room: str, identity: str, topic: str, text: str
+) -> None:
+    body = {"room": room, "identity": identity, "text": text, "topic": topic}
+    _sim_call(url, api_key, api_secret, "say", body)
+
+
+@_sim_command("attrs", "Set attributes (KEY=VALUE ...; an empty VALUE removes the key).")
+@click.argument("pairs", nargs=-1, required=True)
+def sim_attrs(
+    url: str, api_key: str, api_secret: str, room: str, identity: str, pairs: tuple[str, ...]
+) -> None:
+    body = {"room": room, "identity": identity, "attributes": _key_values(pairs, "PAIRS")}
+    _sim_call(url, api_key, api_secret, "attrs", body)
+
+
+@_sim_command("publish-audio", "Publish a sine tone (returns once it was sent).")
+@click.option("--seconds", type=click.FloatRange(min=0), default=1.0, show_default=True)
+@click.option("--frequency", type=click.FloatRange(min=0), default=440.0, show_default=True)
+def sim_publish_audio(
+    url: str,
+    api_key: str,
+    api_secret: str,
+    room: str,
+    identity: str,
+    seconds: float,
+    frequency: float,
+) -> None:
+    body = {"room": room, "identity": identity, "seconds": seconds, "frequency": frequency}
+    _sim_call(url, api_key, api_secret, "publish-audio", body)
+
+
+@_sim_command("texts", "Print the texts the participant received so far (JSON lines).")
+def sim_texts(url: str, api_key: str, api_secret: str, room: str, identity: str) -> None:
+    answer = _sim_call(url, api_key, api_secret, "texts", {"room": room, "identity": identity})
+    texts = answer.get("texts", [])
+    assert isinstance(texts, list)
+    for text in texts:
+        click.echo(json.dumps(text))
+
+
+@_sim_command("leave", "Leave the room.")
+def sim_leave(url: str, api_key: str, api_secret: str, room: str, identity: str) -> None:
+    _sim_call(url, api_key, api_secret, "leave", {"room": room, "identity": identity})
+    click.echo(f"{identity} left {room}", err=True)
 
 
 @main.command(help="Run the demo: stand-in server, a worker and simulated participants.")
