@@ -91,6 +91,90 @@ def _accept_as(server: AgentServer, identity: str) -> None:
     session.on_request = accept
 
 
+async def _console(server: AgentServer, room: str, identity: str, topic: str) -> int:
+    """``console``: the agent (INLINE executor) and the terminal as a simulated participant."""
+    import os
+
+    from livekit.protocol import agent
+    from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
+
+    from . import rtc
+    from ._types import JobExecutorType
+    from .api import LiveKitAPI
+    from .testing import open_local_server
+
+    def show(line: str) -> None:
+        click.echo(line)
+
+    async with open_local_server(departure_timeout=0.5) as local:
+        server.ws_url, server.api_key, server.api_secret = (
+            local.url,
+            local.api_key,
+            local.api_secret,
+        )
+        server.job_executor_type = JobExecutorType.INLINE
+        server.devmode = True
+        server.port = None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.run)
+            await server.wait_registered()
+            if server.agent_name:  # explicit dispatch; automatic agents come on the join
+                async with LiveKitAPI(local.url, local.api_key, local.api_secret) as lk:
+                    await lk.agent_dispatch.create_dispatch(
+                        CreateAgentDispatchRequest(agent_name=server.agent_name, room=room)
+                    )
+            async with local.simulated_participant(identity, room=room) as you:
+
+                async def print_texts() -> None:
+                    async with you.room.events(rtc.TextReceived) as texts:
+                        async for ev in texts:
+                            who = ev.participant.identity if ev.participant else "?"
+                            show(f"[{who}] {ev.text}")
+
+                nursery.start_soon(print_texts)
+                record = await local.wait_for_job(room=room)
+
+                def agent_present() -> bool:
+                    return any(
+                        p.kind == rtc.ParticipantKind.AGENT
+                        for p in you.room.remote_participants.values()
+                    )
+
+                # lines typed before the agent joined would reach nobody
+                async with you.room.events(rtc.ParticipantConnected) as joins:
+                    if not agent_present():
+                        async for _ in joins:
+                            if agent_present():
+                                break
+                show(
+                    f"(console: you are {identity!r} in {room!r}; type a line to send it, "
+                    "Ctrl-D to leave)"
+                )
+                stdin = trio.lowlevel.FdStream(os.dup(0))
+                async with stdin:
+                    buffer = b""
+                    while True:
+                        chunk = await stdin.receive_some(65536)
+                        if not chunk:
+                            break
+                        buffer += chunk
+                        *lines, buffer = buffer.split(b"\n")
+                        for line in lines:
+                            text = line.decode(errors="replace").strip()
+                            if text:
+                                await you.send_text(text, topic=topic)
+                with trio.move_on_after(1.0):  # the last line goes out before we leave
+                    await you.room.local_participant.wait_for_outbound()
+            final = await local.wait_for_job_status(
+                record.job.id, agent.JS_SUCCESS, agent.JS_FAILED
+            )
+            await server.aclose()
+            nursery.cancel_scope.cancel()
+    error = f" {final.error}" if final.error else ""
+    show(f"(console: the job ended: {agent.JobStatus.Name(final.status)}{error})")
+    return 0 if final.status == agent.JS_SUCCESS else 1
+
+
 def build_app_cli(server: AgentServer) -> click.Group:
     """The click group ``run_app`` runs; exposed for tests."""
 
@@ -196,6 +280,22 @@ def build_app_cli(server: AgentServer) -> click.Group:
             trio.run(main)
         except* WorkerError as group:
             _fail(str(group.exceptions[0]))
+
+    @app.command(
+        help="Talk to the agent from this terminal: it runs against an in-process stand-in, "
+        "each line you type is sent as text, and the agent's texts are printed."
+    )
+    @_level
+    @click.option("--room", default="console-room", show_default=True)
+    @click.option("--identity", default="you", show_default=True, help="your identity")
+    @click.option(
+        "--topic", default="lk.chat", show_default=True, help="topic of the texts you send"
+    )
+    def console(log_level: str | None, room: str, identity: str, topic: str) -> None:
+        setup_logging(log_level or "WARNING")
+        _no_jwt_warning()
+        code = trio.run(_console, server, room, identity, topic)
+        sys.exit(code)
 
     @app.command(
         "download-files",

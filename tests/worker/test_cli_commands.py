@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -135,3 +136,40 @@ async def test_health_port_is_checked() -> None:
     result = await run_agent("start", "--health-port", "70000")
     assert result.returncode == 2
     assert b"70000 is not in the range" in result.stderr
+
+
+async def test_console_talks_to_the_agent_from_the_terminal() -> None:
+    """Each typed line reaches the agent as text; its replies are printed; EOF leaves."""
+    agent_file = Path(__file__).with_name("console_agent.py")
+    with trio.fail_after(60):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, str(agent_file), "console", "--identity", "me"],
+            env=clean_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        out = b""
+
+        async def read_until(needle: bytes) -> None:
+            nonlocal out
+            assert proc.stdout is not None
+            while needle not in out:
+                chunk = await proc.stdout.receive_some()
+                assert chunk, f"console ended before {needle!r}: {out.decode()}"
+                out += chunk
+
+        try:
+            await read_until(b"type a line")
+            await proc.stdin.send_all(b"hello agent\n")
+            await read_until(b"HELLO AGENT")
+            await proc.stdin.aclose()  # Ctrl-D: leave; the room closes, the job ends
+            await read_until(b"the job ended: JS_SUCCESS")
+            assert await proc.wait() == 0
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    assert b"[agent-" in out  # replies are labelled with the agent's identity
