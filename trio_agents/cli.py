@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -52,15 +54,60 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-def _run_worker(server: AgentServer) -> None:
+def _run_worker(server: AgentServer, *, reload_dir: Path | None = None) -> None:
     from ._worker._server import WorkerError
 
     try:
-        trio.run(server.run)
+        if reload_dir is None:
+            trio.run(server.run)
+            return
+        if not trio.run(_run_until_changed, server, reload_dir):
+            return
     except WorkerError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:  # pragma: no cover - signals are handled by run()
         sys.exit(130)
+    # a source file changed and every job has ended: start again on the new code
+    logger.warning("reloading: %s", " ".join(sys.orig_argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+async def _run_until_changed(server: AgentServer, watch_dir: Path) -> bool:
+    """Run the worker; when a ``.py`` file under ``watch_dir`` changes, drain it.
+
+    Draining lets running jobs finish (no job is cut by a reload; the log says
+    what it waits for).  True if it stopped for a change, False if it stopped
+    for any other reason (a signal, ``aclose()``).
+    """
+    import anyio
+    import watchfiles
+
+    stop = anyio.Event()
+    changed = False
+
+    async def watch() -> None:
+        nonlocal changed
+        async for changes in watchfiles.awatch(
+            watch_dir, watch_filter=watchfiles.PythonFilter(), stop_event=stop
+        ):
+            names = sorted({Path(path).name for _, path in changes})
+            logger.warning(
+                "%s changed: draining before the reload (running jobs end first)",
+                ", ".join(names),
+            )
+            changed = True
+            await server.drain()
+            return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch)
+        try:
+            await server.run()
+        finally:
+            stop.set()  # the watcher thread notices within 50 ms
+    return changed
 
 
 def _configure(
@@ -213,12 +260,19 @@ def build_app_cli(server: AgentServer) -> click.Group:
     @_secret
     @_level
     @_health_port
+    @click.option(
+        "--reload/--no-reload",
+        default=True,
+        show_default=True,
+        help="restart on a change of a .py file beside the agent (after running jobs end)",
+    )
     def dev(
         url: str | None,
         api_key: str | None,
         api_secret: str | None,
         log_level: str | None,
         health_port: int | None,
+        reload: bool,
     ) -> None:
         setup_logging(log_level or "DEBUG")
         _configure(server, url, api_key, api_secret)
@@ -229,7 +283,8 @@ def build_app_cli(server: AgentServer) -> click.Group:
             server.port = health_port
         elif server.port == 8081:
             server.port = 0
-        _run_worker(server)
+        watch = Path(sys.argv[0]).resolve().parent if reload else None
+        _run_worker(server, reload_dir=watch)
 
     @app.command(help="Run the worker and dispatch it to one room.")
     @_url
