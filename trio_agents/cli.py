@@ -483,6 +483,7 @@ def dispatch(
 
 
 def _no_jwt_warning() -> None:
+    # (the command line's own tokens: any short key, as setup_logging does for workers)
     import warnings
 
     warnings.filterwarnings("ignore", message="The HMAC key is .* below the minimum")

@@ -39,6 +39,7 @@ from .._http import serve_tcp
 from .._job._control import JobControl
 from .._load import CPULoad
 from .._sync import Changes
+from .._tokens import quiet_dev_secret_warning
 from .._transport import MessageStream, open_websocket, websocket_base_url
 from .._types import (
     JobAcceptArguments,
@@ -586,6 +587,7 @@ class AgentServer:
         retry = 0
         while not self._stop_connection.is_set():
             self._registered_this_attempt = False
+            quiet_dev_secret_warning(secret)
             try:
                 token = (
                     lkapi.AccessToken(key, secret)

@@ -29,6 +29,7 @@ from livekit.protocol import agent
 from .. import _transport
 from .._errors import ConnectionClosed
 from .._http import answer_lifespan, serve_tcp
+from .._tokens import quiet_dev_secret_warning
 from ._agents import AgentHub, JobRecord
 from ._asgi import (
     Receive,
@@ -192,6 +193,7 @@ class LocalServer:
             can_update_own_metadata=can_update_own_metadata,
             agent=kind == "agent",
         )
+        quiet_dev_secret_warning(self.api_secret)
         return (
             lkapi.AccessToken(self.api_key, self.api_secret)
             .with_identity(identity)
