@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
 import click
 import trio
@@ -23,9 +24,14 @@ from . import rtc
 from ._job._context import JobContext, JobProcess
 from ._types import JobExecutorType
 
+if TYPE_CHECKING:
+    from .testing import Simulation, SimulationResult
+
 logger = logging.getLogger("demo-agent")
 
 AGENT_NAME = "demo-agent"
+#: The demo job's teardown budget (``shutdown_process_timeout``), seconds.
+DEMO_BUDGET = 5.0
 ROOM = "demo-room"
 
 
@@ -99,7 +105,7 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
             # a busy 2-core machine can read 100% CPU while the demo starts, and
             # LiveKit (and the stand-in) never picks a worker whose load is 1.0
             load_fnc=lambda: 0.1,
-            shutdown_process_timeout=5.0,
+            shutdown_process_timeout=DEMO_BUDGET,
             port=0,
             setup_fnc=demo_setup,
         )
@@ -158,4 +164,54 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
     return 0 if status == "JS_SUCCESS" else 1
 
 
-__all__: list[str] = ["demo_entrypoint", "demo_setup", "run_demo"]
+async def simulate_demo_job(visitors: int = 2) -> SimulationResult:
+    """The demo's job again, simulated (run under a mock clock: no real time)."""
+    from .testing import simulate_job
+
+    async def script(sim: Simulation) -> None:
+        async def visitor(i: int) -> None:
+            async with sim.participant(f"visitor-{i}") as p:
+                await p.wait_for_text(topic="greeting")
+                await p.send_text(f"hi from visitor-{i}", topic="chat")
+                await p.wait_for_text(topic="echo")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(visitors):
+                nursery.start_soon(visitor, i)
+
+    return await simulate_job(
+        demo_entrypoint,
+        script=script,
+        room=ROOM,
+        metadata=json.dumps({"topic": "structured concurrency"}),
+        userdata={"greeting": "welcome to the demo"},
+        departure_timeout=1.0,
+        empty_timeout=2.0,
+        shutdown_process_timeout=DEMO_BUDGET,
+    )
+
+
+def show_timeline(visitors: int, svg_path: str | None) -> None:
+    """Print the simulated demo job's tree and teardown (and write it as SVG)."""
+    from trio.testing import MockClock
+
+    from .testing import render_timeline, timeline_svg
+
+    result = trio.run(simulate_demo_job, visitors, clock=MockClock(autojump_threshold=0))
+    click.secho(
+        "\n[demo] the same job as a nursery tree (simulated, virtual seconds):", fg="cyan", err=True
+    )
+    click.echo(render_timeline(result, budget=DEMO_BUDGET), err=True)
+    if svg_path:
+        with open(svg_path, "w") as f:
+            f.write(timeline_svg(result, budget=DEMO_BUDGET))
+        click.secho(f"[demo] timeline written to {svg_path}", fg="cyan", err=True)
+
+
+__all__: list[str] = [
+    "demo_entrypoint",
+    "demo_setup",
+    "run_demo",
+    "show_timeline",
+    "simulate_demo_job",
+]

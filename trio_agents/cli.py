@@ -640,12 +640,19 @@ def sim_leave(url: str, api_key: str, api_secret: str, room: str, identity: str)
 @main.command(help="Run the demo: stand-in server, a worker and simulated participants.")
 @click.option("--participants", default=2, show_default=True, type=click.IntRange(min=0))
 @click.option("--executor", type=click.Choice(["process", "thread", "inline"]), default="process")
+@click.option(
+    "--timeline-svg",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="also write the job's timeline as an SVG picture to this file",
+)
 @_level
-def demo(participants: int, executor: str, log_level: str | None) -> None:
-    from ._demo import run_demo
+def demo(participants: int, executor: str, timeline_svg: str | None, log_level: str | None) -> None:
+    from ._demo import run_demo, show_timeline
 
     setup_logging(log_level or "INFO")
     code = trio.run(run_demo, participants, executor)
+    show_timeline(participants, timeline_svg)
     sys.exit(code)
 
 
