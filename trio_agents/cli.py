@@ -14,7 +14,7 @@ import signal
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 import trio
@@ -655,6 +655,3 @@ def demo(participants: int, executor: str, timeline_svg: str | None, log_level: 
     show_timeline(participants, timeline_svg)
     sys.exit(code)
 
-
-def _entry(*args: Any) -> None:  # pragma: no cover
-    main()
