@@ -3,7 +3,8 @@
 Environment: ``LIVEKIT_URL``/``_API_KEY``/``_API_SECRET`` (the node it registers
 with), ``SCALE_AGENT_NAME``, ``SCALE_AGENT_TAG`` (which worker this is),
 ``SCALE_AGENT_LOAD`` (the load it reports, constant), ``SCALE_AGENT_MARKERS`` (a
-folder).  Each job writes ``<job id>.json`` (job, worker, tag, pid) and then
+folder).  Each job writes ``<room>.json`` (job, worker, tag, pid; one job per
+room in these tests) and then
 ends at once, or, with dispatch metadata ``{"mode": "stay"}``, runs until it
 is terminated.
 """
@@ -45,7 +46,7 @@ async def entrypoint(ctx: JobContext) -> None:
     markers = pathlib.Path(os.environ["SCALE_AGENT_MARKERS"])
     tmp = markers / f".{ctx.job.id}.tmp"
     tmp.write_text(json.dumps(record))
-    tmp.replace(markers / f"{ctx.job.id}.json")
+    tmp.replace(markers / f"{ctx.job.room.name}.json")  # atomic: never half a file
     if json.loads(ctx.job.metadata or "{}").get("mode") != "stay":
         ctx.shutdown(reason="scale-out job done")
 
