@@ -68,8 +68,10 @@ from trio_agents.protocol._state import (
     JOB_TRANSITIONS,
     SENDER,
     TIMER_KINDS,
+    Kind,
     connection_transition,
     job_transition,
+    kind_name,
     kind_of,
 )
 
@@ -94,7 +96,9 @@ def test_tables_mention_only_known_kinds() -> None:
     assert {kind for _, kind in JOB_TRANSITIONS} <= JOB_KINDS
 
 
-def _outcome(transition: Callable[..., object], state: enum.Enum, kind: str, local: bool) -> object:
+def _outcome(
+    transition: Callable[..., object], state: enum.Enum, kind: Kind, local: bool
+) -> object:
     """What ``transition`` returns, or the ``ProtocolError`` it raises."""
     try:
         return transition(state, kind, local=local)
@@ -102,16 +106,16 @@ def _outcome(transition: Callable[..., object], state: enum.Enum, kind: str, loc
         return exc
 
 
-def _check_refusal(outcome: ProtocolError, state: enum.Enum, kind: str, local: bool) -> None:
+def _check_refusal(outcome: ProtocolError, state: enum.Enum, kind: Kind, local: bool) -> None:
     assert type(outcome) is _error_for(local)
-    assert kind in str(outcome)
+    assert kind_name(kind) in str(outcome)
     assert state.value in str(outcome)
 
 
 @pytest.mark.parametrize("local", [True, False])
 def test_connection_table_is_total(local: bool) -> None:
     for state in ConnectionState:
-        for kind in sorted(ALL_KINDS):
+        for kind in sorted(ALL_KINDS, key=kind_name):
             nxt = _outcome(connection_transition, state, kind, local)
             if isinstance(nxt, ProtocolError):
                 _check_refusal(nxt, state, kind, local)
@@ -131,7 +135,7 @@ def test_error_state_is_final() -> None:
 @pytest.mark.parametrize("local", [True, False])
 def test_job_table_is_total(local: bool) -> None:
     for state in JobState:
-        for kind in sorted(JOB_KINDS):
+        for kind in sorted(JOB_KINDS, key=kind_name):
             nxt = _outcome(job_transition, state, kind, local)
             if isinstance(nxt, ProtocolError):
                 _check_refusal(nxt, state, kind, local)

@@ -92,3 +92,25 @@ def test_importing_protocol_does_not_import_trio() -> None:
 def test_the_import_check_sees_trio() -> None:
     # the checks above are only worth something if the subprocess can see trio at all
     assert [m for m in _modules_after_import("trio") if m == "trio"] == ["trio"]
+
+
+def test_the_top_level_type_checking_imports_match_the_lazy_names() -> None:
+    """``trio_agents/__init__.py`` keeps one list (``_LAZY``); its TYPE_CHECKING block
+    repeats the names for type checkers, and must not drift from it."""
+    import ast
+
+    import trio_agents
+
+    tree = ast.parse((ROOT / "trio_agents" / "__init__.py").read_text())
+    checked: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                for alias in imp.names:
+                    assert alias.asname == alias.name  # an explicit re-export
+                    checked[alias.name] = "." * imp.level + (imp.module or "")
+    assert checked == trio_agents._LAZY
+    assert trio_agents.__all__ == sorted(checked)
+    for name in trio_agents.__all__:
+        assert getattr(trio_agents, name) is not None

@@ -12,19 +12,26 @@ import json
 import logging
 import math
 import time
+from typing import TYPE_CHECKING
 
 import click
 import trio
 from livekit.protocol import agent
 from livekit.protocol.agent_dispatch import CreateAgentDispatchRequest
+from livekit.protocol.room import CreateRoomRequest
 
 from . import rtc
 from ._job._context import JobContext, JobProcess
 from ._types import JobExecutorType
 
+if TYPE_CHECKING:
+    from .testing import Simulation, SimulationResult
+
 logger = logging.getLogger("demo-agent")
 
 AGENT_NAME = "demo-agent"
+#: The demo job's teardown budget (``shutdown_process_timeout``), seconds.
+DEMO_BUDGET = 5.0
 ROOM = "demo-room"
 
 
@@ -77,6 +84,8 @@ async def demo_entrypoint(ctx: JobContext) -> None:
 
 async def run_demo(participants: int = 2, executor: str = "process") -> int:
     """Run the demo; 0 when the job ended with JS_SUCCESS."""
+    if participants < 0:
+        raise ValueError(f"participants must be >= 0, got {participants}")
     from ._worker._server import AgentServer
     from .api import LiveKitAPI
     from .testing import open_local_server
@@ -96,7 +105,7 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
             # a busy 2-core machine can read 100% CPU while the demo starts, and
             # LiveKit (and the stand-in) never picks a worker whose load is 1.0
             load_fnc=lambda: 0.1,
-            shutdown_process_timeout=5.0,
+            shutdown_process_timeout=DEMO_BUDGET,
             port=0,
             setup_fnc=demo_setup,
         )
@@ -110,6 +119,10 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
                 f"(health: http://127.0.0.1:{worker.health_port}/worker)"
             )
             async with LiveKitAPI(local.url, local.api_key, local.api_secret) as lk:
+                if not participants:
+                    # Nobody will join: a room no one joined closes after its empty
+                    # timeout (LiveKit's default, 300 s, is too long for a demo).
+                    await lk.room.create_room(CreateRoomRequest(name=ROOM, empty_timeout=2))
                 dispatch = await lk.agent_dispatch.create_dispatch(
                     CreateAgentDispatchRequest(
                         agent_name=AGENT_NAME,
@@ -134,16 +147,71 @@ async def run_demo(participants: int = 2, executor: str = "process") -> int:
             async with trio.open_nursery() as visitors:
                 for i in range(participants):
                     visitors.start_soon(visitor, i)
-            say("everyone left; the room closes after its departure timeout, ending the job")
+            if participants:
+                say("everyone left; the room closes after its departure timeout, ending the job")
+            else:
+                say("no visitors: the room closes after its 2 s empty timeout, ending the job")
+            final = None
             with trio.move_on_after(30):
                 final = await local.wait_for_job_status(
                     record.job.id, agent.JS_SUCCESS, agent.JS_FAILED
                 )
             status = agent.JobStatus.Name(final.status) if final else "unknown"
-            say(f"job {record.job.id} ended: {status}{' ' + final.error if final.error else ''}")
+            error = f" {final.error}" if final is not None and final.error else ""
+            say(f"job {record.job.id} ended: {status}{error}")
             await worker.aclose()
             nursery.cancel_scope.cancel()
     return 0 if status == "JS_SUCCESS" else 1
 
 
-__all__: list[str] = ["demo_entrypoint", "demo_setup", "run_demo"]
+async def simulate_demo_job(visitors: int = 2) -> SimulationResult:
+    """The demo's job again, simulated (run under a mock clock: no real time)."""
+    from .testing import simulate_job
+
+    async def script(sim: Simulation) -> None:
+        async def visitor(i: int) -> None:
+            async with sim.participant(f"visitor-{i}") as p:
+                await p.wait_for_text(topic="greeting")
+                await p.send_text(f"hi from visitor-{i}", topic="chat")
+                await p.wait_for_text(topic="echo")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(visitors):
+                nursery.start_soon(visitor, i)
+
+    return await simulate_job(
+        demo_entrypoint,
+        script=script,
+        room=ROOM,
+        metadata=json.dumps({"topic": "structured concurrency"}),
+        userdata={"greeting": "welcome to the demo"},
+        departure_timeout=1.0,
+        empty_timeout=2.0,
+        shutdown_process_timeout=DEMO_BUDGET,
+    )
+
+
+def show_timeline(visitors: int, svg_path: str | None) -> None:
+    """Print the simulated demo job's tree and teardown (and write it as SVG)."""
+    from trio.testing import MockClock
+
+    from .testing import render_timeline, timeline_svg
+
+    result = trio.run(simulate_demo_job, visitors, clock=MockClock(autojump_threshold=0))
+    click.secho(
+        "\n[demo] the same job as a nursery tree (simulated, virtual seconds):", fg="cyan", err=True
+    )
+    click.echo(render_timeline(result, budget=DEMO_BUDGET), err=True)
+    if svg_path:
+        with open(svg_path, "w") as f:
+            f.write(timeline_svg(result, budget=DEMO_BUDGET))
+        click.secho(f"[demo] timeline written to {svg_path}", fg="cyan", err=True)
+
+
+__all__: list[str] = [
+    "demo_entrypoint",
+    "demo_setup",
+    "run_demo",
+    "show_timeline",
+    "simulate_demo_job",
+]

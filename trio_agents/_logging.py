@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import sys
 import warnings
 from typing import Any
+
+#: LiveKit's extra level below DEBUG (``--log-level trace``).
+TRACE = 5
+#: The names ``--log-level`` accepts (those of the livekit-agents CLI, plus WARNING).
+LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL")
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -25,20 +31,52 @@ class _Formatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
+    """One JSON object per line, on the fields livekit-agents' JSON logs use.
+
+    ``level``, ``name``, ``message``, then the record's extra fields (the job's
+    ``job_id``, ``room``, ``agent_name``, ... and ``log_context_fields``),
+    ``pid``, ``code.file.path``, ``code.function.name``, ``code.line.number``,
+    ``timestamp`` (ISO 8601, UTC), and ``exc_info``/``stack_info`` when present.
+    An extra field never replaces ``level``, ``name`` or ``message``.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "timestamp": self.formatTime(record),
             "level": record.levelname,
             "name": record.name,
             "message": record.getMessage(),
-            "pid": record.process,
         }
         for k, v in record.__dict__.items():
-            if k not in _STANDARD and not k.startswith("_"):
+            if k not in _STANDARD and not k.startswith("_") and k not in out:
                 out[k] = v if isinstance(v, str | int | float | bool | None) else repr(v)
+        out.setdefault("pid", record.process)
+        out.setdefault("code.file.path", record.pathname)
+        out.setdefault("code.function.name", record.funcName)
+        out.setdefault("code.line.number", record.lineno)
+        out["timestamp"] = datetime.datetime.fromtimestamp(
+            record.created, tz=datetime.UTC
+        ).isoformat()
         if record.exc_info:
             out["exc_info"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        elif record.exc_text:
+            out["exc_info"] = record.exc_text
+        if record.stack_info:
+            out["stack_info"] = self.formatStack(record.stack_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def log_level(name: str) -> int:
+    """The number of a ``--log-level`` name (any case): TRACE, DEBUG, ..., WARN, CRITICAL.
+
+    Raises:
+        ValueError: not one of those names.
+    """
+    upper = name.upper()
+    if upper not in LOG_LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {name!r}")
+    if upper == "TRACE":
+        return TRACE
+    return logging.WARNING if upper == "WARN" else int(logging.getLevelName(upper))
 
 
 def setup_logging(level: str = "INFO", *, json_format: bool = False) -> None:
@@ -56,8 +94,9 @@ def setup_logging(level: str = "INFO", *, json_format: bool = False) -> None:
         handler.setFormatter(
             _Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
+    logging.addLevelName(TRACE, "TRACE")
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
+    root.setLevel(log_level(level))
     for noisy in ("hypercorn", "httpx", "httpcore", "trio-websocket", "trio_websocket"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

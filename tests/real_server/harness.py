@@ -31,6 +31,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -242,25 +243,27 @@ class ServerProcess:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / "livekit-server.log"
+        return self.workdir / f"livekit-server-{self.port}.log"
 
     @property
     def config_path(self) -> Path:
-        return self.workdir / "livekit.yaml"
+        return self.workdir / f"livekit-{self.port}.yaml"
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
     def config(self) -> str:
+        # several nodes may share a namespace: each gets its own media ports
+        udp = 50000 + (self.port - SIGNAL_PORT) * 20
         return (
             f"port: {self.port}\n"
             "bind_addresses:\n"
             f"  - {self.netns.ns_addr}\n"
             "rtc:\n"
             f"  tcp_port: {self.port + 1}\n"
-            "  port_range_start: 50000\n"
-            "  port_range_end: 50200\n"
+            f"  port_range_start: {udp}\n"
+            f"  port_range_end: {udp + 199}\n"
             "  use_external_ip: false\n"
             f"  node_ip: {self.netns.ns_addr}\n"
             "keys:\n"
@@ -372,4 +375,96 @@ def open_real_server(workdir: Path, **options: object) -> Iterator[ServerProcess
         yield server
     finally:
         server.stop()
+        ns.delete()
+
+
+@attrs.define
+class RedisProcess:
+    """Debian's ``redis-server`` in a namespace: the shared state of a LiveKit cluster."""
+
+    netns: Netns
+    workdir: Path
+    port: int = 6379
+    _proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{self.netns.ns_addr}:{self.port}"
+
+    def start(self, *, timeout: float = 30.0) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise Unavailable("the cluster tests need redis-server (Debian package redis-server)")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = self.workdir / "redis.log"
+        argv = [binary, "--bind", self.netns.ns_addr, "--port", str(self.port)]
+        argv += ["--protected-mode", "no", "--save", "", "--appendonly", "no"]
+        argv += ["--dir", str(self.workdir)]
+        argv += ["--logfile", str(log)]
+        self._proc = subprocess.Popen(self.netns.cmd(argv), stdin=subprocess.DEVNULL)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._proc.poll() is not None:
+                raise Unavailable(f"redis-server exited with {self._proc.returncode}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.netns.ns_addr, self.port), timeout=1) as conn,
+            ):
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return
+            time.sleep(0.05)
+        raise Unavailable(f"redis-server not ready after {timeout} s")
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+@attrs.define
+class Cluster:
+    """Several ``livekit-server`` nodes sharing one Redis, in one namespace."""
+
+    netns: Netns
+    redis: RedisProcess
+    nodes: list[ServerProcess]
+
+
+@contextlib.contextmanager
+def open_cluster(workdir: Path, *, nodes: int = 2, **options: object) -> Iterator[Cluster]:
+    """A namespace with Redis and ``nodes`` servers (ports 7880, 7890, ...); all gone on exit."""
+    reason = unavailable_reason()
+    if reason:
+        raise Unavailable(reason)
+    if shutil.which("redis-server") is None:
+        raise Unavailable("the cluster tests need redis-server (Debian package redis-server)")
+    sweep_stale()
+    binary = server_binary()
+    ns = Netns.create()
+    redis = RedisProcess(netns=ns, workdir=workdir)
+    servers: list[ServerProcess] = []
+    try:
+        redis.start()
+        for i in range(nodes):
+            server = ServerProcess(
+                netns=ns,
+                binary=binary,
+                workdir=workdir,
+                port=SIGNAL_PORT + 10 * i,
+                extra_config=f"redis:\n  address: {redis.address}\n",
+                **options,  # type: ignore[arg-type]
+            )
+            servers.append(server)
+            server.start()
+        yield Cluster(netns=ns, redis=redis, nodes=servers)
+    finally:
+        for server in servers:
+            server.stop()
+        redis.stop()
         ns.delete()

@@ -25,7 +25,7 @@ import signal
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import attrs
 import trio
@@ -39,6 +39,7 @@ from .._http import serve_tcp
 from .._job._control import JobControl
 from .._load import CPULoad
 from .._sync import Changes
+from .._tokens import quiet_dev_secret_warning
 from .._transport import MessageStream, open_websocket, websocket_base_url
 from .._types import (
     JobAcceptArguments,
@@ -51,6 +52,9 @@ from .._types import (
 )
 from .._version import __version__
 from ._request import AssignmentTimeoutError, JobRequest
+
+if TYPE_CHECKING:
+    from .._job._context import JobContext
 
 logger = logging.getLogger("trio_agents.worker")
 
@@ -67,6 +71,8 @@ MAX_STATUS_ERROR = 16 * 1024
 EntrypointFn = Callable[[Any], Awaitable[None]]
 RequestFn = Callable[[JobRequest], Awaitable[None]]
 F = TypeVar("F", bound=Callable[..., Any])
+#: An entrypoint as the user wrote it; the decorator hands it back with its own type.
+E = TypeVar("E", bound="Callable[[JobContext], Awaitable[None]]")
 
 
 class WorkerError(TrioAgentsError):
@@ -204,15 +210,40 @@ class AgentServer:
 
     # --- configuration ------------------------------------------------------------
 
+    @overload
     def rtc_session(
         self,
-        func: EntrypointFn | None = None,
+        func: E,
+        /,
         *,
         agent_name: str | None = None,
         type: ServerType = ServerType.ROOM,
         on_request: RequestFn | None = None,
         delete_room_on_close: bool = False,
-    ) -> Any:
+    ) -> E: ...
+
+    @overload
+    def rtc_session(
+        self,
+        func: None = None,
+        /,
+        *,
+        agent_name: str | None = None,
+        type: ServerType = ServerType.ROOM,
+        on_request: RequestFn | None = None,
+        delete_room_on_close: bool = False,
+    ) -> Callable[[E], E]: ...
+
+    def rtc_session(
+        self,
+        func: E | None = None,
+        /,
+        *,
+        agent_name: str | None = None,
+        type: ServerType = ServerType.ROOM,
+        on_request: RequestFn | None = None,
+        delete_room_on_close: bool = False,
+    ) -> E | Callable[[E], E]:
         """Register the job entrypoint: ``async def entrypoint(ctx: JobContext)``.
 
         Use as ``@server.rtc_session(agent_name="my-agent")`` or
@@ -238,8 +269,10 @@ class AgentServer:
         if on_request is not None and not inspect.iscoroutinefunction(on_request):
             raise TypeError("on_request must be an async function taking a JobRequest")
 
-        def register(fn: EntrypointFn) -> EntrypointFn:
-            if not inspect.iscoroutinefunction(fn):
+        def register(fn: E) -> E:
+            # (a plain bool: the TypeGuard would narrow ``fn`` away from ``E``)
+            is_async: bool = inspect.iscoroutinefunction(fn)
+            if not is_async:
                 raise TypeError("the rtc_session entrypoint must be an async function")
             if self._session is not None:
                 raise RuntimeError("an AgentServer takes exactly one rtc_session")
@@ -554,6 +587,7 @@ class AgentServer:
         retry = 0
         while not self._stop_connection.is_set():
             self._registered_this_attempt = False
+            quiet_dev_secret_warning(secret)
             try:
                 token = (
                     lkapi.AccessToken(key, secret)

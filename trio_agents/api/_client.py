@@ -29,6 +29,7 @@ from livekit.protocol import room as room_pb
 
 from .. import _transport
 from .._errors import ConnectFailed, TrioAgentsError
+from .._tokens import quiet_dev_secret_warning
 from .._version import __version__
 
 _M = TypeVar("_M", bound=Message)
@@ -187,6 +188,7 @@ class LiveKitAPI:
             APIConnectionError: no answer (connection refused or broken, timeout).
         """
         client = self._http()
+        quiet_dev_secret_warning(self._api_secret)
         token = lkapi.AccessToken(self._api_key, self._api_secret).with_grants(grants).to_jwt()
         headers = {
             "Authorization": f"Bearer {token}",

@@ -31,6 +31,7 @@ from ._state import (
     Role,
     connection_transition,
     job_transition,
+    kind_name,
     kind_of,
 )
 
@@ -157,12 +158,14 @@ class Connection:
             raise LocalProtocolError("the connection failed; open a new one")
         kind = kind_of(event)
         if SENDER.get(kind) is not self.our_role:
-            raise LocalProtocolError(f"a {self.our_role.value} cannot send {kind}")
+            raise LocalProtocolError(f"a {self.our_role.value} cannot send {kind_name(kind)}")
         # encode before applying: an event that cannot go out must change nothing
         encode = encode_worker_message if self.our_role is Role.WORKER else encode_server_message
         data = encode(event)
         if len(data) > MAX_MESSAGE_SIZE:
-            raise LocalProtocolError(f"{kind} encodes to {len(data)} bytes, over the limit")
+            raise LocalProtocolError(
+                f"{kind_name(kind)} encodes to {len(data)} bytes, over the limit"
+            )
         self._apply(event, local=True)
         return data
 
@@ -206,7 +209,7 @@ class Connection:
         if kind not in TIMER_KINDS:
             sender = self.our_role if local else self.their_role
             if SENDER[kind] is not sender:  # decode already sorts by role
-                raise RemoteProtocolError(f"a {sender.value} cannot send {kind}")
+                raise RemoteProtocolError(f"a {sender.value} cannot send {kind_name(kind)}")
         new_conn = connection_transition(self._state, kind, local=local)
         job_updates: dict[str, JobState] = {}
         ignored = False
@@ -214,7 +217,7 @@ class Connection:
             for job_id in _job_ids(event):
                 if not job_id:
                     err = LocalProtocolError if local else RemoteProtocolError
-                    raise err(f"{kind} needs a job id")
+                    raise err(f"{kind_name(kind)} needs a job id")
                 nxt = job_transition(self.job_state(job_id), kind, local=local)
                 if nxt is IGNORE:
                     ignored = True

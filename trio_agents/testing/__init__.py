@@ -16,6 +16,9 @@ from ._simulate import LifecycleEvent as LifecycleEvent
 from ._simulate import Simulation as Simulation
 from ._simulate import SimulationResult as SimulationResult
 from ._simulate import simulate_job as simulate_job
+from ._timeline import Timeline as Timeline
+from ._timeline import render_timeline as render_timeline
+from ._timeline import timeline_svg as timeline_svg
 
 __all__ = [
     "DEV_API_KEY",
@@ -28,7 +31,10 @@ __all__ = [
     "SimulatedParticipant",
     "Simulation",
     "SimulationResult",
+    "Timeline",
     "WorkerRecord",
     "open_local_server",
+    "render_timeline",
     "simulate_job",
+    "timeline_svg",
 ]

@@ -24,6 +24,7 @@ from livekit.protocol import agent, agent_dispatch, models
 from .. import protocol
 from .._errors import ConnectionClosed
 from .._sync import Changes as Changes
+from .._tokens import quiet_dev_secret_warning
 from ._asgi import Request, WebSocket
 from ._rooms import DEPENDENT_KINDS, Participant, Room, RoomListener, new_sid
 
@@ -285,6 +286,7 @@ class AgentHub(RoomListener):
             can_update_own_metadata=perms.can_update_metadata,
             can_subscribe_metrics=perms.can_subscribe_metrics,
         )
+        quiet_dev_secret_warning(self._api_secret)
         return (
             lkapi.AccessToken(self._api_key, self._api_secret)
             .with_identity(answer.participant_identity)
@@ -346,6 +348,7 @@ class AgentHub(RoomListener):
                 return "invalid authorization token"
             if unverified.get("iss") != self._api_key:
                 return "invalid API key"
+            quiet_dev_secret_warning(self._api_secret)
             try:
                 claims = lkapi.TokenVerifier(self._api_key, self._api_secret).verify(token)
             except Exception as exc:

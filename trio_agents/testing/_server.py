@@ -29,6 +29,7 @@ from livekit.protocol import agent
 from .. import _transport
 from .._errors import ConnectionClosed
 from .._http import answer_lifespan, serve_tcp
+from .._tokens import quiet_dev_secret_warning
 from ._agents import AgentHub, JobRecord
 from ._asgi import (
     Receive,
@@ -40,6 +41,7 @@ from ._asgi import (
     read_body,
     send_response,
 )
+from ._control import HostedParticipants
 from ._participants import SimulatedParticipant, open_simulated_participant
 from ._rooms import Room, Rooms
 from ._signal import SignalHub
@@ -62,6 +64,7 @@ class LocalServer:
     Attributes:
         rooms: the rooms (``_rooms.Rooms``).
         agents: workers and jobs (``_agents.AgentHub``).
+        hosted: simulated participants driven over HTTP (``/sim/*``).
         url: where clients connect (``ws://host:port`` or ``memory://NAME``).
     """
 
@@ -98,6 +101,8 @@ class LocalServer:
             listener=self.agents,
         )
         self.signal = SignalHub(self.rooms, api_key=api_key, api_secret=api_secret)
+        #: simulated participants driven over HTTP (``/sim/*``, ``trio-agents sim``)
+        self.hosted = HostedParticipants(self)
 
     def _room_url(self) -> str:
         """The URL jobs join their rooms with (sent in JobAssignment.url).
@@ -188,6 +193,7 @@ class LocalServer:
             can_update_own_metadata=can_update_own_metadata,
             agent=kind == "agent",
         )
+        quiet_dev_secret_warning(self.api_secret)
         return (
             lkapi.AccessToken(self.api_key, self.api_secret)
             .with_identity(identity)
@@ -269,6 +275,16 @@ class LocalServer:
                 self, scope.get("method", "GET"), Request.from_scope(scope), body
             )
             await send_response(send, status, payload, ctype)
+            return
+        if path.startswith("/sim/") and scope.get("method") == "POST":
+            try:
+                body = await read_body(receive, limit=MAX_BODY)
+            except (ValueError, ConnectionClosed):
+                return
+            status, payload = await self.hosted.handle(
+                path[len("/sim/") :], Request.from_scope(scope), body
+            )
+            await send_response(send, status, payload, "application/json")
             return
         if path == "/" and scope.get("method") == "GET":
             await send_response(send, 200, b"OK", "text/plain; charset=utf-8")

@@ -38,6 +38,7 @@ from livekit.protocol import models
 from livekit.protocol import rtc as rtc_pb
 
 from .._errors import ConnectionClosed
+from .._tokens import quiet_dev_secret_warning
 from ..rtc import _simwire as wire
 from ._agents import SERVER_VERSION
 from ._asgi import WebSocket
@@ -141,6 +142,7 @@ class SignalHub:
             await ws.reject(401, "no authorization token: use 'Authorization: Bearer <jwt>'")
             return
         try:
+            quiet_dev_secret_warning(self._api_secret)
             claims = lkapi.TokenVerifier(self._api_key, self._api_secret).verify(token)
         except Exception as exc:
             await ws.reject(401, f"invalid token: {exc}")

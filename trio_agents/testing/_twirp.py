@@ -39,6 +39,7 @@ from livekit.protocol import agent_dispatch, models
 from livekit.protocol import room as room_pb
 from livekit.protocol import rtc as rtc_pb
 
+from .._tokens import quiet_dev_secret_warning
 from ._asgi import Request
 from ._rooms import Participant, Room, new_sid
 
@@ -189,6 +190,7 @@ def authenticate(server: LocalServer, request: Request) -> Claims | None:
     if issuer != server.api_key:
         raise _PlainError(401, "invalid API key")
     try:
+        quiet_dev_secret_warning(server.api_secret)
         return lkapi.TokenVerifier(server.api_key, server.api_secret).verify(token)
     except Exception as exc:  # any verification failure is a bad token
         raise _PlainError(401, f"invalid authorization token: {exc}") from None
