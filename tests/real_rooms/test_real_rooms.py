@@ -296,3 +296,97 @@ async def test_the_server_records_success_for_a_job_ended_by_the_room_closing(
             lambda: livekit_server.wait_for_log(pattern, timeout=20)
         )
     assert found.group(1) == "JS_SUCCESS", read_report(report)
+
+
+# --- the seed's feature examples, each as a job in a real room ------------------------
+
+
+async def test_the_call_center_example_greets_callers_and_supervisors_by_kind(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("line")
+    async with (
+        agent_worker(
+            livekit_server, ROOT / "examples" / "call_center.py", tmp_path, agent_name="call-center"
+        ) as worker,
+        sdk_participant(livekit_server, room, "supervisor", topics=("chat",)) as supervisor,
+    ):
+        await dispatch(livekit_server, room, "call-center", {"language": "fr"})
+        text = await supervisor.wait_for("text", topic="chat")
+        assert text["text"] == f"you are supervising {room}"
+        async with sdk_participant(
+            livekit_server, room, "+33123456789", kind="sip", topics=("chat",)
+        ) as caller:
+            text = await caller.wait_for("text", topic="chat")
+            assert text["text"] == "bonjour, caller +33123456789"
+            await wait_until(lambda: "a caller is on the line" in worker.log_text(), "log")
+    assert "caller=+33123456789" in worker.log_text()
+    # each was greeted once, by its own entrypoint
+    assert [e["text"] for e in supervisor.events if e["ev"] == "text"] == [
+        f"you are supervising {room}"
+    ]
+
+
+async def test_the_hang_up_example_deletes_the_room_for_everyone(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("call")
+    async with agent_worker(livekit_server, ROOT / "examples" / "hang_up.py", tmp_path) as worker:
+        async with (
+            sdk_participant(livekit_server, room, "alice", topics=("chat",)) as alice,
+            sdk_participant(livekit_server, room, "bob", topics=("chat",)) as bob,
+        ):
+            await dispatch(livekit_server, room, worker.agent_name)
+            await alice.wait_for("participant_connected")
+            await alice.command("send_text", text="bye", topic="chat")
+            assert (await alice.wait_for("text", topic="chat"))["text"] == "bye, hanging up"
+            assert (await alice.wait_for("disconnected"))["reason"] == 5  # ROOM_DELETED
+            assert (await bob.wait_for("disconnected"))["reason"] == 5
+        await wait_until(lambda: "ended: clean" in worker.log_text(), "the job's end")
+
+
+async def test_the_room_state_example_sees_room_metadata_and_attribute_changes(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("state")
+    async with (
+        agent_worker(livekit_server, ROOT / "examples" / "room_state.py", tmp_path) as worker,
+        sdk_participant(livekit_server, room, "alice", topics=("chat",)) as alice,
+    ):
+        await dispatch(livekit_server, room, worker.agent_name)
+        await alice.wait_for("participant_connected")
+        await wait_until(lambda: "connection setup took" in worker.log_text(), "connect")
+        async with server_api(livekit_server) as lk:
+            await lk.room.update_room_metadata(
+                room_pb.UpdateRoomMetadataRequest(room=room, metadata="topic-1")
+            )
+        await wait_until(lambda: "room topic: '' -> 'topic-1'" in worker.log_text(), "topic")
+        await alice.command("set_attributes", attributes={"status": "done"})
+        text = await alice.wait_for("text", topic="chat")
+        assert text["text"] == "thanks alice; topics so far: ['topic-1']"
+
+
+async def test_the_audio_on_connect_example_publishes_and_listens(
+    livekit_server: ServerProcess, tmp_path: Path
+) -> None:
+    room = unique("audio")
+    async with (
+        agent_worker(livekit_server, ROOT / "examples" / "audio_on_connect.py", tmp_path) as worker,
+        sdk_participant(livekit_server, room, "alice", topics=("chat",)) as alice,
+    ):
+        await alice.command("publish_sine", freq=440, seconds=3)
+        await dispatch(livekit_server, room, worker.agent_name)
+        assert (await alice.wait_for("text", topic="chat"))["text"] == "the agent is here"
+        await alice.wait_for("track_subscribed", name="agent-voice")
+        await alice.wait_for("sine_done")
+        # AUDIO_ONLY: the job subscribed to alice's audio itself, and counted frames
+        await alice.command("send_text", text="count", topic="chat")
+        heard = [e for e in alice.events if e["ev"] == "text" and e["text"].startswith("heard")]
+        with trio.fail_after(WAIT):
+            while not heard:
+                await alice.changed.wait()
+                heard = [
+                    e for e in alice.events if e["ev"] == "text" and e["text"].startswith("heard")
+                ]
+        frames = int(heard[0]["text"].split()[1])
+        assert frames > 50, heard
