@@ -355,7 +355,7 @@ async def test_the_room_state_example_sees_room_metadata_and_attribute_changes(
     ):
         await dispatch(livekit_server, room, worker.agent_name)
         await alice.wait_for("participant_connected")
-        await wait_until(lambda: "connection setup took" in worker.log_text(), "connect")
+        await wait_until(lambda: "(livekit backend)" in worker.log_text(), "the agent's join")
         async with server_api(livekit_server) as lk:
             await lk.room.update_room_metadata(
                 room_pb.UpdateRoomMetadataRequest(room=room, metadata="topic-1")

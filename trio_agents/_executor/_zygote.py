@@ -228,6 +228,9 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
         # the heavy imports every job needs, done once here
         importlib.import_module("trio_agents._job._context")
         importlib.import_module("trio_agents.api")
+        # the SDK's Python side (about 0.1 s); importing it starts nothing
+        # native (checked below): its native client starts in the job process
+        importlib.import_module("livekit.rtc")
         for name in spec.preload:
             importlib.import_module(name)
         entrypoint = resolve(spec.entrypoint)

@@ -474,6 +474,7 @@ class LivekitLink:
                 self._closed = True
                 raise
             self._sink = sink
+            logger.debug("joined room %s as %s (livekit backend)", room.name, local.identity)
             try:
                 sink.on_join(room, local, others)
                 async with trio.open_nursery() as nursery:
