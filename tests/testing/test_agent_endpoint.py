@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -102,9 +103,15 @@ REFUSED = {
     "query-no-agent-grant": (lambda: ({}, f"access_token={_token()}"), NO_PERMISSION),
     "bad-signature": (
         lambda: (_bearer(worker_token(api_secret="not-the-secret")), ""),
-        "invalid authorization token: Signature verification failed",
+        # LiveKit quotes the token and golang-jwt's reason
+        re.compile(
+            r"invalid token: [\w.-]+, error: token signature is invalid: signature is invalid"
+        ),
     ),
-    "unknown-api-key": (lambda: (_bearer(worker_token(api_key="otherkey")), ""), "invalid API key"),
+    "unknown-api-key": (
+        lambda: (_bearer(worker_token(api_key="otherkey")), ""),
+        "invalid API key: otherkey",
+    ),
     "garbage": (lambda: (_bearer("not-a-jwt"), ""), "invalid authorization token"),
     "not-bearer": (
         lambda: ({"Authorization": f"Basic {worker_token()}"}, ""),
@@ -123,7 +130,10 @@ async def test_refused_credentials_get_401_with_livekits_plain_text_body(
         async with open_worker(server.url, headers=headers, query=query, register=False):
             pytest.fail("the upgrade should have been refused")
     assert info.value.status == 401
-    assert info.value.body == body
+    if isinstance(body, re.Pattern):
+        assert body.fullmatch(info.value.body), info.value.body
+    else:
+        assert info.value.body == body
     assert server.agents.workers == {}
 
 
@@ -135,8 +145,8 @@ async def test_expired_token_is_refused(
         async with open_worker(server.url, token=token, register=False):
             pass
     assert info.value.status == 401
-    assert info.value.body.startswith("invalid authorization token: ")
-    assert "expired" in info.value.body
+    assert info.value.body.startswith("invalid token: ")
+    assert info.value.body.endswith(", error: token has invalid claims: token is expired")
 
 
 async def test_access_token_query_parameter_is_accepted(

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
+import jwt
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from livekit import api as lkapi
@@ -80,11 +81,16 @@ HTTP_STATUS: Mapping[str, int] = {
 GRANT_FAILURE_CODE = "unauthenticated"
 GRANT_FAILURE_MSG = "permissions denied"
 
-ROOM_NOT_FOUND = "requested room does not exist"
-PARTICIPANT_NOT_FOUND = "participant does not exist"
-#: RemoveParticipant's own message (``twirp.NotFoundError("participant not found")``).
-REMOVE_PARTICIPANT_NOT_FOUND = "participant not found"
-DISPATCH_NOT_FOUND = "dispatch ID not found"
+#: Errors raised where LiveKit handles the call in the room (over its internal
+#: RPC) reach the client with this prefix: v1.13 answers e.g. ``{"code":
+#: "not_found", "msg": "twirp error unknown: requested room does not exist"}``.
+ROUTED = "twirp error unknown: "
+ROOM_NOT_FOUND = ROUTED + "requested room does not exist"
+PARTICIPANT_NOT_FOUND = ROUTED + "participant does not exist"
+DISPATCH_NOT_FOUND = ROUTED + "dispatch ID not found"
+#: SendData, ListDispatch and DeleteDispatch for a room that does not exist: the
+#: real server's RPC to the room finds nobody and gives up (after a few seconds).
+NO_ROOM_NODE = ROUTED + "no response from servers"
 PREFIX = "/twirp"
 PACKAGE = "livekit"
 MAX_DEPLOYMENT_LEN = 64
@@ -183,15 +189,32 @@ def authenticate(server: LocalServer, request: Request) -> Claims | None:
         token = request.query.get("access_token", "")
     if not token:
         return None
+    claims, refusal = verify_token(token, server.api_key, server.api_secret)
+    if refusal is not None:
+        raise _PlainError(401, refusal)
+    return claims
+
+
+#: What LiveKit's JWT library (golang-jwt) says about a token it refuses.
+_GO_JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "token has invalid claims: token is expired"),
+    (jwt.ImmatureSignatureError, "token has invalid claims: token is not valid yet"),
+    (jwt.InvalidSignatureError, "token signature is invalid: signature is invalid"),
+)
+
+
+def verify_token(token: str, api_key: str, api_secret: str) -> tuple[Claims | None, str | None]:
+    """``(claims, None)`` for a good token, ``(None, why)`` with LiveKit's 401 text otherwise."""
     issuer = _unverified_issuer(token)
     if issuer is None:
-        raise _PlainError(401, "invalid authorization token")
-    if issuer != server.api_key:
-        raise _PlainError(401, "invalid API key")
+        return None, "invalid authorization token"
+    if issuer != api_key:
+        return None, f"invalid API key: {issuer}"
     try:
-        return lkapi.TokenVerifier(server.api_key, server.api_secret).verify(token)
+        return lkapi.TokenVerifier(api_key, api_secret).verify(token), None
     except Exception as exc:  # any verification failure is a bad token
-        raise _PlainError(401, f"invalid authorization token: {exc}") from None
+        detail = next((m for t, m in _GO_JWT_ERRORS if isinstance(exc, t)), str(exc))
+        return None, f"invalid token: {token}, error: {detail}"
 
 
 def _grant_failure() -> TwirpError:
@@ -236,13 +259,18 @@ def _room_or_404(call: Call, name: str) -> Room:
     return room
 
 
-def _participant_or_404(
-    call: Call, room_name: str, identity: str, msg: str
-) -> tuple[Room, Participant]:
+def _room_or_503(call: Call, name: str) -> Room:
+    room = call.server.rooms.get(name)
+    if room is None:
+        raise TwirpError("unavailable", NO_ROOM_NODE)
+    return room
+
+
+def _participant_or_404(call: Call, room_name: str, identity: str) -> tuple[Room, Participant]:
     room = call.server.rooms.get(room_name)
     p = room.participants.get(identity) if room is not None else None
     if room is None or p is None:
-        raise TwirpError("not_found", msg)
+        raise TwirpError("not_found", PARTICIPANT_NOT_FOUND)
     return room, p
 
 
@@ -252,11 +280,22 @@ def _check_room_name(name: str) -> None:
 
 
 def _check_deployment(deployment: str) -> None:
-    """``agent.ValidateDeployment``: at most 64 bytes; no ``_``, whitespace or controls."""
-    if len(deployment.encode()) > MAX_DEPLOYMENT_LEN or any(
-        c == "_" or c.isspace() or not c.isprintable() for c in deployment
-    ):
-        raise TwirpError("invalid_argument", f"invalid deployment {deployment!r}")
+    """``agent.ValidateDeployment``: at most 64 bytes; no ``_``, whitespace or control bytes."""
+    data = deployment.encode()
+    if len(data) > MAX_DEPLOYMENT_LEN:
+        raise TwirpError(
+            "invalid_argument", f"{ROUTED}deployment exceeds {MAX_DEPLOYMENT_LEN} bytes"
+        )
+    for i, c in enumerate(data):
+        if c == ord("_"):
+            raise TwirpError(
+                "invalid_argument", f"{ROUTED}deployment contains reserved character '_'"
+            )
+        if c <= ord(" ") or c == 0x7F:
+            raise TwirpError(
+                "invalid_argument",
+                f"{ROUTED}deployment contains whitespace or control byte at position {i}",
+            )
 
 
 def dispatch_id_for(request_id: str) -> str:
@@ -320,7 +359,7 @@ def list_participants(
 
 def get_participant(call: Call, req: room_pb.RoomParticipantIdentity) -> models.ParticipantInfo:
     ensure_admin(call, req.room)
-    _, p = _participant_or_404(call, req.room, req.identity, PARTICIPANT_NOT_FOUND)
+    _, p = _participant_or_404(call, req.room, req.identity)
     return _copy(p.info)
 
 
@@ -328,7 +367,7 @@ def remove_participant(
     call: Call, req: room_pb.RoomParticipantIdentity
 ) -> room_pb.RemoveParticipantResponse:
     ensure_admin(call, req.room)
-    room, p = _participant_or_404(call, req.room, req.identity, REMOVE_PARTICIPANT_NOT_FOUND)
+    room, p = _participant_or_404(call, req.room, req.identity)
     if p.deliver is not None:
         p.deliver(
             rtc_pb.SignalResponse(
@@ -345,7 +384,7 @@ def remove_participant(
 
 def update_participant(call: Call, req: room_pb.UpdateParticipantRequest) -> models.ParticipantInfo:
     ensure_admin(call, req.room)
-    room, _ = _participant_or_404(call, req.room, req.identity, PARTICIPANT_NOT_FOUND)
+    room, _ = _participant_or_404(call, req.room, req.identity)
     # LiveKit's ParticipantImpl.UpdateMetadata: empty name/metadata leave the
     # value alone; attributes merge, an empty value deleting the key
     info = call.server.rooms.update_participant(
@@ -372,7 +411,7 @@ def send_data(call: Call, req: room_pb.SendDataRequest) -> room_pb.SendDataRespo
             "invalid_argument",
             f"nonce should be 16-bytes or not present, got: {len(req.nonce)} bytes",
         )
-    room = _room_or_404(call, req.room)
+    room = _room_or_503(call, req.room)
     user = models.UserPacket(
         payload=req.data,
         destination_sids=req.destination_sids,
@@ -428,7 +467,7 @@ def list_dispatch(
     call: Call, req: agent_dispatch.ListAgentDispatchRequest
 ) -> agent_dispatch.ListAgentDispatchResponse:
     ensure_admin(call, req.room)
-    room = _room_or_404(call, req.room)
+    room = _room_or_503(call, req.room)
     found = [
         _copy(d) for d in room.dispatches.values() if not req.dispatch_id or d.id == req.dispatch_id
     ]
@@ -439,7 +478,7 @@ def delete_dispatch(
     call: Call, req: agent_dispatch.DeleteAgentDispatchRequest
 ) -> agent_dispatch.AgentDispatch:
     ensure_admin(call, req.room)
-    room = _room_or_404(call, req.room)
+    room = _room_or_503(call, req.room)
     d = room.dispatches.pop(req.dispatch_id, None)
     if d is None:
         raise TwirpError("not_found", DISPATCH_NOT_FOUND)
@@ -478,6 +517,13 @@ SERVICES: Mapping[str, Mapping[str, _Method]] = {
 # --- the HTTP side -------------------------------------------------------------------
 
 
+NOT_FOUND_PAGE = b"404 page not found\n"
+
+
+def _known_service(path: str) -> bool:
+    return any(path.startswith(f"{PREFIX}/{PACKAGE}.{name}/") for name in SERVICES)
+
+
 def _route(method: str, path: str) -> _Method:
     if method != "POST":
         msg = f"unsupported method {_go_quote(method)} (only POST is allowed)"
@@ -508,12 +554,38 @@ def _decode(m: _Method, body: bytes, is_json: bool) -> Message:
     return msg
 
 
+def _emit_null_messages(msg: Message, data: dict[str, Any]) -> None:
+    """Go's protojson with ``EmitUnpopulated`` writes an unset message field as ``null``.
+
+    Python's ``MessageToDict`` leaves it out; put the ``null`` in (recursively),
+    except for oneof members, which Go leaves out too.
+    """
+    for fd in msg.DESCRIPTOR.fields:
+        sub = fd.message_type
+        if sub is None or fd.containing_oneof is not None or sub.full_name.startswith("google."):
+            continue
+        if fd.is_repeated:
+            if sub.GetOptions().map_entry:
+                value_fd = sub.fields_by_name["value"]
+                if value_fd.message_type is not None:
+                    for key, item in getattr(msg, fd.name).items():
+                        _emit_null_messages(item, data[fd.name][str(key)])
+            else:
+                for item, out in zip(getattr(msg, fd.name), data[fd.name], strict=True):
+                    _emit_null_messages(item, out)
+        elif msg.HasField(fd.name):
+            _emit_null_messages(getattr(msg, fd.name), data[fd.name])
+        else:
+            data[fd.name] = None
+
+
 def _encode(msg: Message, is_json: bool) -> bytes:
     if is_json:
         # twirp's protojson options: proto field names, unpopulated fields emitted
         data = json_format.MessageToDict(
             msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
+        _emit_null_messages(msg, data)
         return json.dumps(data, separators=(",", ":")).encode()
     return msg.SerializeToString()
 
@@ -527,6 +599,10 @@ async def handle_twirp(
     except _PlainError as exc:
         return exc.status, exc.text.encode(), TEXT
     path = request.path
+    if not _known_service(path):
+        # LiveKit mounts each service's Twirp handler at its own prefix; any
+        # other path falls through to Go's mux
+        return 404, NOT_FOUND_PAGE, TEXT
     try:
         m = _route(method, path)
         ctype = request.headers.get("content-type", "")
