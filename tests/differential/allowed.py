@@ -37,6 +37,15 @@ JOBS_LATER = (
     "returns, about 5 s after the worker got JobAssignment; the stand-in lists it at assignment"
 )
 
+MIGRATE = (
+    "the stand-in re-adopts the jobs a reconnected worker lists in MigrateJob (so their later "
+    "status updates and terminations reach it); LiveKit OSS ignores MigrateJob"
+)
+COUNT_LAG = (
+    "the real server refreshes a room's participant count at most every 5 s; the stand-in "
+    "counts a participant as soon as it joins"
+)
+
 
 def _empty_name_dispatch() -> list[Allowed]:
     """CreateDispatch with room '': the real server makes the dispatch (and the room)."""
@@ -92,6 +101,12 @@ ALLOWED: Mapping[str, Sequence[Allowed]] = {
         Allowed("jobs_listed_at_once", 0, 1, JOBS_LATER),
         Allowed("delete.body.state.deleted_at", "0", "<int64>", DELETED_AT),
         *_reason("delete.body.state.jobs[0]", "list.body.agent_dispatches[0].state.jobs[0]"),
+    ],
+    "migrated_job": [
+        Allowed("new_connection_gets", None, "termination", MIGRATE),
+    ],
+    "participant_view": [
+        Allowed("room.counts_alice_at_once", False, True, COUNT_LAG),
     ],
     "worker_termination": [
         Allowed("jobs_listed_at_once", 0, 1, JOBS_LATER),

@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import jwt
 import pytest
 
 from tests.differential.scenarios import ServerUnderTest
-from tests.differential.signal_client import join_token, signal_participant
+from tests.differential.signal_client import signal_participant
 from tests.real_server.harness import ServerProcess
 from trio_agents.testing import LocalServer, open_local_server
+from trio_agents.testing._participants import open_simulated_participant
 
 
 @pytest.fixture
@@ -25,8 +27,7 @@ def real(livekit_server: ServerProcess) -> ServerUnderTest:
     server = livekit_server
 
     @contextlib.asynccontextmanager
-    async def join(room: str, identity: str) -> AsyncIterator[object]:
-        token = join_token(server.api_key, server.api_secret, room, identity)
+    async def join(token: str) -> AsyncIterator[object]:
         async with signal_participant(server.url, token) as joined:
             yield joined
 
@@ -58,8 +59,9 @@ def stand_in(stand_in_server: LocalServer, livekit_server: ServerProcess) -> Ser
     server = stand_in_server
 
     @contextlib.asynccontextmanager
-    async def join(room: str, identity: str) -> AsyncIterator[object]:
-        async with server.simulated_participant(identity, room=room) as joined:
+    async def join(token: str) -> AsyncIterator[object]:
+        identity = jwt.decode(token, options={"verify_signature": False})["sub"]
+        async with open_simulated_participant(server.memory_url, token, identity) as joined:
             yield joined
 
     return ServerUnderTest(

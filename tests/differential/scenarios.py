@@ -17,7 +17,7 @@ import datetime
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -40,8 +40,8 @@ PROTOBUF = "application/protobuf"
 PATIENCE = 15.0
 
 Observation = dict[str, Any]
-#: ``join(room, identity)``: a participant that is in ``room`` for the block.
-Join = Callable[[str, str], AbstractAsyncContextManager[object]]
+#: ``join(token)``: a participant (the token's identity, in its room) for the block.
+Join = Callable[[str], AbstractAsyncContextManager[object]]
 
 
 @attrs.frozen
@@ -81,6 +81,11 @@ class ServerUnderTest:
         claims = jwt.decode(encoded, options={"verify_signature": False})
         claims["nbf"] = int(nbf.timestamp())
         return jwt.encode(claims, secret or self.api_secret, algorithm="HS256")
+
+    def participant(self, room: str, identity: str) -> AbstractAsyncContextManager[object]:
+        """A standard participant ``identity`` in ``room`` for the block."""
+        grants = lkapi.VideoGrants(room_join=True, room=room)
+        return self.join(self.token(grants, identity=identity))
 
     def admin(self, room: str) -> str:
         return self.token(lkapi.VideoGrants(room_admin=True, room=room))
@@ -394,6 +399,20 @@ async def dispatch_lifecycle(sut: ServerUnderTest) -> Observation:
             "delete_again", "DeleteDispatch", {"room": room, "dispatch_id": created["id"]},
             token=sut.admin(room), service=svc,
         )  # fmt: skip
+        # a retry with the same request id (the official clients send one per call)
+        retry_headers = {"X-Livekit-Request-Id": f"req-{secrets.token_hex(8)}"}
+        ids = []
+        for _ in range(2):
+            _, _, made = await t.call(
+                "CreateDispatch", {"room": room, "agent_name": "again"},
+                token=sut.admin(room), service=svc, headers=retry_headers,
+            )  # fmt: skip
+            ids.append(made["id"])
+        obs["retry.same_id"] = ids[0] == ids[1]
+        listed = await t.call("ListDispatch", {"room": room}, token=sut.admin(room), service=svc)
+        obs["retry.dispatches"] = sum(
+            d["agent_name"] == "again" for d in listed[2]["agent_dispatches"]
+        )
         await t.call("DeleteRoom", {"room": room}, token=sut.creator())
     return obs
 
@@ -626,6 +645,203 @@ async def worker_declines(sut: ServerUnderTest) -> Observation:
     return obs
 
 
+async def _until(check: Callable[[], Awaitable[bool]], seconds: float = PATIENCE) -> bool:
+    """Poll ``check`` (a server answer: there is no event to wait for) for up to ``seconds``."""
+    with trio.move_on_after(seconds):
+        while True:
+            if await check():
+                return True
+            await trio.sleep(0.1)
+    return False
+
+
+async def _participants(t: Twirp, room: str) -> list[str]:
+    status, _, body = await t.call("ListParticipants", {"room": room}, token=t.sut.admin(room))
+    assert status == 200, body
+    return sorted(p["identity"] for p in body["participants"])
+
+
+async def _running_job(
+    t: Twirp, worker: ScriptedWorker, room: str, name: str
+) -> tuple[str, protocol.JobAssignment]:
+    """Dispatch ``name`` to ``room``, accept, report it running; ``(dispatch id, assignment)``."""
+    svc = "AgentDispatchService"
+    await _create_room(t, room)
+    _, _, created = await t.call(
+        "CreateDispatch", {"room": room, "agent_name": name}, token=t.sut.admin(room), service=svc
+    )
+    offer, _ = await _frame(worker)
+    assert isinstance(offer, protocol.AvailabilityRequest), offer
+    await worker.send(accept(offer))
+    assignment, _ = await _frame(worker)
+    assert isinstance(assignment, protocol.JobAssignment), assignment
+    await worker.send(protocol.UpdateJobStatus(job_id=offer.job.id, status=agent.JS_RUNNING))
+    await _dispatch_with_job(t, room, name)
+    return created["id"], assignment
+
+
+async def agent_removed_after_delete_dispatch(sut: ServerUnderTest) -> Observation:
+    """DeleteDispatch while the job's agent is in the room: JobTermination, then removal.
+
+    The agent participant joins with the token of its JobAssignment and does
+    not leave on its own; the server gives it a few seconds, then removes it.
+    """
+    obs: Observation = {}
+    name, room = fresh("agent"), fresh("evict")
+    async with (
+        twirp_client(sut) as t,
+        open_worker(sut.url, token=_worker_token(sut), agent_name=name) as worker,
+    ):
+        dispatch_id, assignment = await _running_job(t, worker, room, name)
+        identity = assignment.job.state.participant_identity
+        async with sut.join(assignment.token):
+
+            async def agent_in() -> bool:
+                return identity in await _participants(t, room)
+
+            assert await _until(agent_in)
+            _, _, listed = await t.call("ListParticipants", {"room": room}, token=sut.admin(room))
+            agent_info = listed["participants"][0]
+            obs["agent.kind"] = agent_info["kind"]
+            obs["agent.permission.agent"] = agent_info["permission"]["agent"]
+            obs |= flatten(agent_info["attributes"], "agent.attributes")
+            await t.call(
+                "DeleteDispatch", {"room": room, "dispatch_id": dispatch_id},
+                token=sut.admin(room), service="AgentDispatchService",
+            )  # fmt: skip
+            _, frame = await _frame(worker)
+            obs |= flatten(frame_fields(frame), "termination")
+            obs["agent_listed_right_after"] = identity in await _participants(t, room)
+            start = trio.current_time()
+
+            async def agent_out() -> bool:
+                return not await agent_in()
+
+            obs["agent_removed_in_time"] = await _until(agent_out, 3 + 4.0)
+            obs["agent_had_a_grace_period"] = trio.current_time() - start > 1.5
+        await t.call("DeleteRoom", {"room": room}, token=sut.creator())
+    return obs
+
+
+async def migrated_job(sut: ServerUnderTest) -> Observation:
+    """A worker reconnects and sends MigrateJob for its running job; then DeleteDispatch."""
+    obs: Observation = {}
+    name, room = fresh("agent"), fresh("migrate")
+    async with twirp_client(sut) as t:
+        async with open_worker(sut.url, token=_worker_token(sut), agent_name=name) as first:
+            dispatch_id, assignment = await _running_job(t, first, room, name)
+        async with open_worker(sut.url, token=_worker_token(sut), agent_name=name) as second:
+            await second.send(protocol.MigrateJob(job_ids=[assignment.job.id]))
+            await trio.sleep(0.5)
+            await t.call(
+                "DeleteDispatch", {"room": room, "dispatch_id": dispatch_id},
+                token=sut.admin(room), service="AgentDispatchService",
+            )  # fmt: skip
+            obs["new_connection_gets"] = await _no_frame(second, 3.0)
+        await t.call("DeleteRoom", {"room": room}, token=sut.creator())
+    return obs
+
+
+async def participant_view(sut: ServerUnderTest) -> Observation:
+    """RoomService on a joined participant: list, get, update, remove.
+
+    On the real server the participant is signal-only (no WebRTC), so it stays
+    ``JOINED`` instead of ``ACTIVE``, has no client protocol and no region:
+    those fields are left out, they say how the test connects, not how the
+    servers differ.
+    """
+    obs: Observation = {}
+    room = fresh("people")
+    # how the test connects, not how the servers differ; "version" counts internal
+    # updates (only its growth is compared)
+    connection_fields = (
+        "state", "client_protocol", "region", "joined_at", "joined_at_ms", "version",
+    )  # fmt: skip
+
+    async def count() -> int:
+        _, _, rooms = await t.call("ListRooms", {"names": [room]}, token=sut.creator())
+        return int(rooms["rooms"][0]["num_participants"])
+
+    async with twirp_client(sut) as t:
+        await _create_room(t, room)
+        async with sut.participant(room, "alice"):
+
+            async def alice_in() -> bool:
+                return "alice" in await _participants(t, room)
+
+            assert await _until(alice_in)
+            # counted at once?  (the real server refreshes the count at most every
+            # 5 s, and this is well within 5 s of the room's creation)
+            obs["room.counts_alice_at_once"] = await count() == 1
+
+            async def counted() -> bool:
+                return await count() == 1
+
+            obs["room.counts_alice_within_8s"] = await _until(counted, 8.0)
+            status, _, got = await t.call(
+                "GetParticipant", {"room": room, "identity": "alice"}, token=sut.admin(room)
+            )
+            version = got["version"]
+            for f in connection_fields:
+                got.pop(f, None)
+            obs |= flatten({"status": status, "body": got}, "get")
+            status, _, updated = await t.call(
+                "UpdateParticipant",
+                {"room": room, "identity": "alice", "metadata": "md", "name": "Alice",
+                 "attributes": {"a": "1", "b": "2"}},
+                token=sut.admin(room),
+            )  # fmt: skip
+            obs["update.status"] = status
+            obs |= flatten(
+                {k: updated.get(k) for k in ("metadata", "name", "attributes")}, "update"
+            )
+            obs["update.version_grew"] = updated["version"] > version
+            _, _, again = await t.call(
+                "UpdateParticipant", {"room": room, "identity": "alice", "attributes": {"a": ""}},
+                token=sut.admin(room),
+            )  # fmt: skip
+            obs |= flatten({k: again.get(k) for k in ("metadata", "name", "attributes")}, "again")
+            obs |= await t.observe(
+                "send_data", "SendData", {"room": room, "data": "aGk=", "topic": "t"},
+                token=sut.admin(room),
+            )  # fmt: skip
+            obs |= await t.observe(
+                "remove", "RemoveParticipant", {"room": room, "identity": "alice"},
+                token=sut.admin(room),
+            )  # fmt: skip
+            obs["after_remove"] = await _participants(t, room)
+        await t.call("DeleteRoom", {"room": room}, token=sut.creator())
+    return obs
+
+
+async def participant_job(sut: ServerUnderTest) -> Observation:
+    """A JT_PARTICIPANT worker: a participant joins, the worker is offered a job for it."""
+    obs: Observation = {}
+    name, room = fresh("agent"), fresh("pjob")
+    async with (
+        twirp_client(sut) as t,
+        open_worker(
+            sut.url, token=_worker_token(sut), agent_name=name, job_type=agent.JT_PARTICIPANT
+        ) as worker,
+    ):
+        await _create_room(t, room, agents=[{"agent_name": name, "metadata": "pm"}])
+        obs["offer_before_anyone_joined"] = await _no_frame(worker, 1.0)
+        async with sut.participant(room, "alice"):
+            offer, frame = await _frame(worker)
+            assert isinstance(offer, protocol.AvailabilityRequest), offer
+            job = frame_fields(frame)["availability"]["job"]
+            participant = job.pop("participant")
+            # the room as the real server last refreshed it (at most every 5 s): its
+            # participant count is tested in participant_view
+            job["room"].pop("num_participants", None)
+            obs |= flatten(job, "offer.job")
+            obs["offer.participant.identity"] = participant["identity"]
+            obs["offer.participant.kind"] = participant.get("kind", "STANDARD")
+            await worker.send(decline(offer, terminate=True))
+        await t.call("DeleteRoom", {"room": room}, token=sut.creator())
+    return obs
+
+
 # --- room close timing ------------------------------------------------------------------
 
 
@@ -684,7 +900,7 @@ async def departure_closes(sut: ServerUnderTest) -> Observation:
             "CreateRoom", {"name": slow, "empty_timeout": 1, "departure_timeout": 4},
             token=sut.creator(),
         )  # fmt: skip
-        async with sut.join(quick, "alice"), sut.join(slow, "bob"):
+        async with sut.participant(quick, "alice"), sut.participant(slow, "bob"):
             await trio.sleep(3.5)  # well past both rooms' empty timeout
             obs["listed_while_joined"] = [await _listed(t, quick), await _listed(t, slow)]
             _, _, listed = await t.call("ListParticipants", {"room": slow}, token=sut.admin(slow))

@@ -14,21 +14,11 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlencode
 
 import trio
-from livekit import api as lkapi
 from livekit.protocol import models
 from livekit.protocol import rtc as rtc_pb
 
 from trio_agents._errors import ConnectionClosed
 from trio_agents._transport import open_websocket
-
-
-def join_token(api_key: str, api_secret: str, room: str, identity: str) -> str:
-    return (
-        lkapi.AccessToken(api_key, api_secret)
-        .with_identity(identity)
-        .with_grants(lkapi.VideoGrants(room_join=True, room=room))
-        .to_jwt()
-    )
 
 
 @contextlib.asynccontextmanager
@@ -46,13 +36,15 @@ async def signal_participant(url: str, token: str) -> AsyncIterator[rtc_pb.JoinR
 
         async def ping() -> None:
             interval = max(1, first.join.ping_interval)
-            while True:
-                await trio.sleep(interval)
-                now = int(time.time() * 1000)
-                req = rtc_pb.SignalRequest(ping_req=rtc_pb.Ping(timestamp=now))
-                await ws.send_message(req.SerializeToString())
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    await trio.sleep(interval)
+                    now = int(time.time() * 1000)
+                    req = rtc_pb.SignalRequest(ping_req=rtc_pb.Ping(timestamp=now))
+                    await ws.send_message(req.SerializeToString())
 
         async def drain() -> None:
+            # until the server closes the link (removed, room closed)
             with contextlib.suppress(ConnectionClosed):
                 while True:
                     await ws.get_message()

@@ -24,6 +24,7 @@ import trio
 from google.protobuf import json_format
 from livekit import api as lkapi
 from livekit.protocol import agent, agent_dispatch, models
+from livekit.protocol import rtc as rtc_pb
 from worker_client import (
     Policy,
     ScriptedWorker,
@@ -505,6 +506,45 @@ async def test_terminate_sends_job_termination_only_for_running_jobs(
         assert server.agents.terminate(offer.job.id) is False
         # nothing was queued for the worker: the next message is the pong
         assert (await w.ping(3)).last_timestamp == 3
+
+
+async def test_delete_dispatch_removes_an_agent_that_does_not_leave_within_3_s(
+    autojump_clock: trio.abc.Clock, server: LocalServer
+) -> None:
+    """As LiveKit: JobTermination, then 3 s for the agent participant to go, then removal."""
+    async with open_worker(server.url, agent_name="stay") as w:
+        room = server.create_room("evict")
+        d = server.rooms.add_dispatch(room, "stay")
+        server.agents.launch_dispatch(room, d)
+        assignment = await w.take_job()
+        identity = assignment.job.state.participant_identity
+        inbox: list[object] = []
+        server.rooms.join(
+            room,
+            models.ParticipantInfo(identity=identity, kind=models.ParticipantInfo.AGENT),
+            deliver=inbox.append,
+        )
+        admin = lkapi.VideoGrants(room_admin=True, room="evict")
+        headers = {
+            "Authorization": "Bearer "
+            + lkapi.AccessToken(DEV_API_KEY, DEV_API_SECRET).with_grants(admin).to_jwt(),
+            "Content-Type": "application/json",
+        }
+        async with httpx.AsyncClient(transport=server.http_transport()) as client:
+            r = await client.post(
+                "http://stand-in/twirp/livekit.AgentDispatchService/DeleteDispatch",
+                json={"room": "evict", "dispatch_id": d.id},
+                headers=headers,
+            )
+        assert r.status_code == 200, r.text
+        start = trio.current_time()
+        assert (await w.expect(protocol.JobTermination)).job_id == assignment.job.id
+        p = room.participants[identity]
+        await p.left.wait()
+        assert trio.current_time() - start == pytest.approx(3.0)
+        assert p.info.disconnect_reason == models.PARTICIPANT_REMOVED
+        leaves = [m for m in inbox if isinstance(m, rtc_pb.SignalResponse) and m.HasField("leave")]
+        assert [m.leave.reason for m in leaves] == [models.PARTICIPANT_REMOVED]
 
 
 async def test_migrate_job_readopts_jobs_after_a_reconnect(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import time
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import jwt
+import trio
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from livekit import api as lkapi
@@ -298,18 +298,6 @@ def _check_deployment(deployment: str) -> None:
             )
 
 
-def dispatch_id_for(request_id: str) -> str:
-    """The dispatch id of a CreateDispatch call.
-
-    LiveKit derives it from the ``X-Livekit-Request-Id`` header
-    (``DeterministicID("AD_", request_id)``), so a retried call names the same
-    dispatch; without the header the id is random.
-    """
-    if not request_id:
-        return new_sid("AD_")
-    return "AD_" + hashlib.sha256(request_id.encode()).hexdigest()[:12]
-
-
 # --- RoomService ---------------------------------------------------------------------
 
 
@@ -368,6 +356,14 @@ def remove_participant(
 ) -> room_pb.RemoveParticipantResponse:
     ensure_admin(call, req.room)
     room, p = _participant_or_404(call, req.room, req.identity)
+    _remove(call.server, room, p)
+    return room_pb.RemoveParticipantResponse()
+
+
+def _remove(server: LocalServer, room: Room, p: Participant) -> None:
+    """Send ``p`` a leave and take it out of ``room`` (RemoveParticipant)."""
+    if room.participants.get(p.identity) is not p:
+        return  # gone already
     if p.deliver is not None:
         p.deliver(
             rtc_pb.SignalResponse(
@@ -378,8 +374,18 @@ def remove_participant(
                 )
             )
         )
-    call.server.rooms.leave(room, req.identity, models.PARTICIPANT_REMOVED)
-    return room_pb.RemoveParticipantResponse()
+    server.rooms.leave(room, p.identity, models.PARTICIPANT_REMOVED)
+
+
+#: How long an agent participant has to leave after DeleteDispatch terminated
+#: its job before the room removes it (LiveKit's agent job shutdown timeout).
+AGENT_LEAVE_GRACE = 3.0
+
+
+async def _remove_agent_after_grace(server: LocalServer, room: Room, p: Participant) -> None:
+    with trio.move_on_after(AGENT_LEAVE_GRACE):
+        await p.left.wait()
+    _remove(server, room, p)
 
 
 def update_participant(call: Call, req: room_pb.UpdateParticipantRequest) -> models.ParticipantInfo:
@@ -444,12 +450,10 @@ def create_dispatch(
     # auto-create: a room created here has no agents config, so it also gets
     # LiveKit's default empty-name dispatch
     room, _ = call.server.rooms.create(req.room)
-    dispatch_id = dispatch_id_for(call.request_id)
-    existing = room.dispatches.get(dispatch_id)
-    if existing is not None:
-        return _copy(existing)  # a retry of the same request
+    # a random id, even for a retry with the same X-Livekit-Request-Id: LiveKit
+    # v1.13 makes a second dispatch then
     d = agent_dispatch.AgentDispatch(
-        id=dispatch_id,
+        id=new_sid("AD_"),
         agent_name=req.agent_name,
         room=room.name,
         metadata=req.metadata,
@@ -490,7 +494,13 @@ def delete_dispatch(
     job_ids.update(jid for jid, rec in hub.jobs.items() if rec.job.dispatch_id == d.id)
     for job_id in sorted(job_ids):
         # TERMINATION_REQUESTED; a no-op for jobs no longer running on a worker
-        hub.terminate(job_id)
+        if not hub.terminate(job_id):
+            continue
+        # the job's agent participant gets a grace period to leave, then is removed
+        identity = hub.jobs[job_id].job.state.participant_identity
+        p = room.participants.get(identity) if identity else None
+        if p is not None:
+            call.server.start_soon(_remove_agent_after_grace, call.server, room, p)
     return _copy(d)
 
 
