@@ -842,6 +842,34 @@ async def participant_job(sut: ServerUnderTest) -> Observation:
     return obs
 
 
+async def worker_full(sut: ServerUnderTest) -> Observation:
+    """A worker that says it is full (or fully loaded) is offered nothing; available again, it is."""
+    obs: Observation = {}
+    name = fresh("agent")
+    svc = "AgentDispatchService"
+    async with (
+        twirp_client(sut) as t,
+        open_worker(sut.url, token=_worker_token(sut), agent_name=name) as worker,
+    ):
+        states = [
+            ("full", protocol.UpdateWorkerStatus(status=agent.WS_FULL, load=0.2, job_count=1)),
+            ("loaded", protocol.UpdateWorkerStatus(status=agent.WS_AVAILABLE, load=1.0)),
+            ("available", protocol.UpdateWorkerStatus(status=agent.WS_AVAILABLE, load=0.3)),
+        ]
+        for label, status in states:
+            await worker.send(status)
+            await trio.sleep(0.3)
+            room = fresh(label)
+            await t.call(
+                "CreateDispatch", {"room": room, "agent_name": name},
+                token=sut.admin(room), service=svc,
+            )  # fmt: skip
+            got = await _no_frame(worker, 2.0)
+            obs[f"{label}.offered"] = got
+            await t.call("DeleteRoom", {"room": room}, token=sut.creator())
+    return obs
+
+
 # --- room close timing ------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ SCENARIOS: list[Scenario] = [
     sc.worker_explicit_dispatch,
     sc.worker_termination,
     sc.worker_declines,
+    sc.worker_full,
     sc.agent_removed_after_delete_dispatch,
     sc.migrated_job,
     sc.participant_view,
