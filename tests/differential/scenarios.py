@@ -141,6 +141,9 @@ class Twirp:
         status, media, parsed = await self.call(method, body, **kw)
         if isinstance(parsed, bytes):
             parsed = f"<{len(parsed)} bytes>"
+        elif isinstance(parsed, dict) and "agent_dispatches" in parsed:
+            # the real server lists a room's dispatches in Go map order (random)
+            parsed["agent_dispatches"].sort(key=lambda d: (d["agent_name"], d["metadata"]))
         return flatten({"status": status, "type": media, "body": parsed}, label)
 
 
@@ -378,11 +381,11 @@ async def dispatch_lifecycle(sut: ServerUnderTest) -> Observation:
         obs |= flatten({"status": status, "body": created}, "create")
         obs |= await t.observe("rooms", "ListRooms", {"names": [room]}, token=sut.creator())
         listed = await t.call("ListDispatch", {"room": room}, token=sut.admin(room), service=svc)
-        # the room's own (empty agent_name) dispatch comes first, ours second
+        # the room's own (empty agent_name) dispatch and ours, in no particular order
         obs["list.status"] = listed[0]
-        obs["list.agent_names"] = [
+        obs["list.agent_names"] = sorted(
             d["agent_name"] == created["agent_name"] for d in listed[2]["agent_dispatches"]
-        ]
+        )
         obs |= await t.observe(
             "list_by_id", "ListDispatch", {"room": room, "dispatch_id": created["id"]},
             token=sut.admin(room), service=svc,
