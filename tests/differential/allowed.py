@@ -46,6 +46,16 @@ COUNT_LAG = (
     "counts a participant as soon as it joins"
 )
 
+CLOSE_CODE = (
+    "both close the connection of a worker that breaks the protocol; the real server drops "
+    "the TCP connection (the client reports 1006), the stand-in sends a close frame (1000)"
+)
+STRICT = (
+    "the stand-in enforces the worker protocol's order rules: an answer to an offer the worker "
+    "never got closes the connection, so a worker bug fails the test; the real server ignores "
+    "the answer"
+)
+
 
 def _empty_name_dispatch() -> list[Allowed]:
     """CreateDispatch with room '': the real server makes the dispatch (and the room)."""
@@ -107,6 +117,17 @@ ALLOWED: Mapping[str, Sequence[Allowed]] = {
     ],
     "participant_view": [
         Allowed("room.counts_alice_at_once", False, True, COUNT_LAG),
+    ],
+    "worker_protocol_errors": [
+        *(
+            Allowed(f"{m}.code", 1006, 1000, CLOSE_CODE)
+            for m in ("garbage", "empty", "register_again")
+        ),
+        Allowed("answer_unknown_job.closed", ABSENT, True, STRICT),
+        Allowed("answer_unknown_job.code", ABSENT, 1000, STRICT),
+        Allowed("answer_unknown_job.nothing", True, ABSENT, STRICT),
+        Allowed("answer_unknown_job.then.binary.pong.last_timestamp", "<int64>", ABSENT, STRICT),
+        Allowed("answer_unknown_job.then.binary.pong.timestamp", "<int64>", ABSENT, STRICT),
     ],
     "worker_termination": [
         Allowed("jobs_listed_at_once", 0, 1, JOBS_LATER),

@@ -56,6 +56,9 @@ VOLATILE = frozenset(
         "exp",
         "nbf",
         "jti",
+        # protojson's camelCase names (JSON-mode worker frames)
+        "workerId",
+        "nodeId",
     }
 )
 

@@ -25,6 +25,7 @@ import attrs
 import httpx
 import jwt
 import trio
+from google.protobuf import json_format
 from livekit import api as lkapi
 from livekit.protocol import agent, models
 from livekit.protocol import room as room_pb
@@ -32,7 +33,7 @@ from livekit.protocol import room as room_pb
 from tests.differential.observe import flatten, proto_fields, scrub
 from tests.testing.worker_client import ScriptedWorker, accept, decline, open_worker, worker_token
 from trio_agents import protocol
-from trio_agents._errors import HandshakeRejected
+from trio_agents._errors import ConnectionClosed, HandshakeRejected
 
 JSON = "application/json"
 PROTOBUF = "application/protobuf"
@@ -842,6 +843,62 @@ async def participant_job(sut: ServerUnderTest) -> Observation:
             obs["offer.participant.kind"] = participant.get("kind", "STANDARD")
             await worker.send(decline(offer, terminate=True))
         await t.call("DeleteRoom", {"room": room}, token=sut.creator())
+    return obs
+
+
+async def _after_sending(worker: ScriptedWorker, data: bytes | str) -> dict[str, Any]:
+    """Send raw ``data``; what comes back within 3 s: a message, a close, or nothing."""
+    await worker.send_raw(data)
+    with trio.move_on_after(3.0):
+        try:
+            raw = await worker.ws.get_message()
+        except ConnectionClosed as exc:
+            return {"closed": True, "code": int(exc.code) if exc.code is not None else None}
+        if isinstance(raw, str):
+            return {"text": json.loads(raw)}
+        return {"binary": proto_fields(agent.ServerMessage.FromString(raw))}
+    return {"nothing": True}
+
+
+async def worker_protocol_errors(sut: ServerUnderTest) -> Observation:
+    """What a worker sees after sending something wrong, or JSON instead of protobuf."""
+    obs: Observation = {}
+    token = _worker_token(sut)
+    register = agent.WorkerMessage(register=agent.RegisterWorkerRequest(agent_name=fresh("a")))
+    before_register: list[tuple[str, bytes | str]] = [
+        ("garbage", b"\xff\xff\xff"),
+        ("empty", b""),
+        ("json_register", json_format.MessageToJson(register)),
+    ]
+    for label, data in before_register:
+        async with open_worker(sut.url, token=token, register=False) as worker:
+            obs |= flatten(await _after_sending(worker, data), label)
+    after_register: list[tuple[str, agent.WorkerMessage]] = [
+        ("register_again", register),
+        (
+            "answer_unknown_job",
+            agent.WorkerMessage(
+                availability=agent.AvailabilityResponse(
+                    job_id="AJ_neveroffered", available=True, participant_identity="x"
+                )
+            ),
+        ),
+        (
+            "status_of_unknown_job",
+            agent.WorkerMessage(
+                update_job=agent.UpdateJobStatus(job_id="AJ_neveroffered", status=agent.JS_SUCCESS)
+            ),
+        ),
+    ]
+    for label, msg in after_register:
+        async with open_worker(sut.url, token=token, agent_name=fresh("a")) as worker:
+            obs |= flatten(await _after_sending(worker, msg.SerializeToString()), label)
+            if not obs.get(f"{label}.closed"):
+                # still usable?
+                ping = agent.WorkerMessage(ping=agent.WorkerPing(timestamp=77))
+                obs |= flatten(
+                    await _after_sending(worker, ping.SerializeToString()), f"{label}.then"
+                )
     return obs
 
 

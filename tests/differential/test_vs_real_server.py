@@ -29,6 +29,7 @@ SCENARIOS: list[Scenario] = [
     sc.worker_termination,
     sc.worker_declines,
     sc.worker_full,
+    sc.worker_protocol_errors,
     sc.agent_removed_after_delete_dispatch,
     sc.migrated_job,
     sc.participant_view,

@@ -8,6 +8,7 @@ Follows LiveKit's ``pkg/agent`` and ``pkg/service/agentservice.go``
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import math
 import random
@@ -380,7 +381,9 @@ class AgentHub(RoomListener):
             wake.notify()
             if json_mode:
                 msg = agent.ServerMessage.FromString(data)
-                outbox_send.send_nowait(json_format.MessageToJson(msg))
+                # compact, as Go's protojson writes it
+                data = json_format.MessageToDict(msg)
+                outbox_send.send_nowait(json.dumps(data, separators=(",", ":")))
             else:
                 outbox_send.send_nowait(data)
 
