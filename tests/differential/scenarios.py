@@ -360,7 +360,25 @@ async def empty_and_odd_names(sut: ServerUnderTest) -> Observation:
             token=sut.admin(""),
             service="AgentDispatchService",
         )
+        obs |= await t.observe(
+            "create_long_name", "CreateRoom", {"name": "n" * 257}, token=sut.creator()
+        )
+        # 256 bytes (128 two-byte characters) is still allowed
+        longest = await t.call("CreateRoom", {"name": "é" * 128}, token=sut.creator())
+        obs["create_longest_name.status"] = longest[0]
+        obs |= await t.observe(
+            "participant_long_name", "UpdateParticipant",
+            {"room": room, "identity": "x", "name": "n" * 257}, token=sut.creator(),
+        )  # fmt: skip
+        # no default limit on metadata
+        obs |= await t.observe(
+            "big_metadata", "CreateDispatch",
+            {"room": room, "agent_name": "a", "metadata": "m" * 100_000},
+            token=sut.admin(room), service="AgentDispatchService",
+        )  # fmt: skip
         obs |= await t.observe("list_after", "ListRooms", {"names": [room]}, token=sut.creator())
+        for name in ("é" * 128, room):
+            await t.call("DeleteRoom", {"room": name}, token=sut.creator())
         if status == 200:
             await t.call("DeleteRoom", {"room": ""}, token=sut.creator())
     return obs

@@ -643,6 +643,34 @@ async def post_oversized(server: LocalServer, path: str, size: int) -> tuple[int
     return status, bytes(answer[header_end + 4 :])
 
 
+async def test_names_over_256_bytes_are_refused_as_livekit_does(server: LocalServer) -> None:
+    creator = {"Authorization": f"Bearer {token(lkapi.VideoGrants(room_create=True))}"}
+    long_room = lkapi.CreateRoomRequest(name="é" * 128 + "x").SerializeToString()  # 257 bytes
+    r = await raw_post(server, f"{ROOM_SVC}/CreateRoom", long_room, headers=creator)
+    assert (r.status_code, twirp_error(r)) == (
+        400,
+        {
+            "code": "invalid_argument",
+            "msg": "twirp error unknown: room name length exceeds limits: max length 256",
+        },
+    )
+    longest = lkapi.CreateRoomRequest(name="é" * 128).SerializeToString()
+    r = await raw_post(server, f"{ROOM_SVC}/CreateRoom", longest, headers=creator)
+    assert r.status_code == 200
+
+    # the participant name is checked before the grant (a token without one here)
+    rename = lkapi.UpdateParticipantRequest(room="r", identity="p", name="n" * 257)
+    r = await raw_post(server, f"{ROOM_SVC}/UpdateParticipant", rename.SerializeToString())
+    assert (r.status_code, twirp_error(r)) == (
+        400,
+        {
+            "code": "invalid_argument",
+            "msg": "name length exceeds limits 256",
+            "meta": {"argument": "name length exceeds limits"},
+        },
+    )
+
+
 async def test_bad_requests_get_twirp_errors(server: LocalServer) -> None:
     admin = {"Authorization": f"Bearer {token(lkapi.VideoGrants(room_create=True))}"}
 

@@ -94,6 +94,8 @@ NO_ROOM_NODE = ROUTED + "no response from servers"
 PREFIX = "/twirp"
 PACKAGE = "livekit"
 MAX_DEPLOYMENT_LEN = 64
+#: LiveKit's default limits on room and participant names (bytes).
+MAX_NAME_LEN = 256
 
 JSON = "application/json"
 PROTOBUF = "application/protobuf"
@@ -303,6 +305,11 @@ def _check_deployment(deployment: str) -> None:
 
 def create_room(call: Call, req: room_pb.CreateRoomRequest) -> models.Room:
     ensure_create(call)
+    if len(req.name.encode()) > MAX_NAME_LEN:
+        raise TwirpError(
+            "invalid_argument",
+            f"{ROUTED}room name length exceeds limits: max length {MAX_NAME_LEN}",
+        )
     _check_room_name(req.name)
     for a in req.agents:
         _check_deployment(a.deployment)
@@ -389,6 +396,10 @@ async def _remove_agent_after_grace(server: LocalServer, room: Room, p: Particip
 
 
 def update_participant(call: Call, req: room_pb.UpdateParticipantRequest) -> models.ParticipantInfo:
+    # checked before the grant, as LiveKit does
+    if len(req.name.encode()) > MAX_NAME_LEN:
+        argument = "name length exceeds limits"
+        raise TwirpError("invalid_argument", f"{argument} {MAX_NAME_LEN}", {"argument": argument})
     ensure_admin(call, req.room)
     room, _ = _participant_or_404(call, req.room, req.identity)
     # LiveKit's ParticipantImpl.UpdateMetadata: empty name/metadata leave the
