@@ -990,6 +990,36 @@ async def empty_room_closes(sut: ServerUnderTest) -> Observation:
     return obs
 
 
+async def agent_alone_does_not_keep_a_room(sut: ServerUnderTest) -> Observation:
+    """An agent participant is "dependent": alone, it does not keep the room open."""
+    obs: Observation = {}
+    room = fresh("agentonly")
+    grants = lkapi.VideoGrants(room_join=True, room=room, agent=True)
+    token = (
+        lkapi.AccessToken(sut.api_key, sut.api_secret)
+        .with_identity("lonely-agent")
+        .with_kind("agent")
+        .with_grants(grants)
+        .to_jwt()
+    )
+    async with twirp_client(sut) as t:
+        await t.call("CreateRoom", {"name": room, "empty_timeout": 2}, token=sut.creator())
+        async with sut.join(token):
+
+            async def agent_in() -> bool:
+                return "lonely-agent" in await _participants(t, room)
+
+            obs["agent_listed"] = await _until(agent_in, 5.0)
+            _, _, listed = await t.call("ListParticipants", {"room": room}, token=sut.admin(room))
+            obs["agent_kind"] = [p["kind"] for p in listed["participants"]]
+
+            async def room_gone() -> bool:
+                return not await _listed(t, room)
+
+            obs["room_closed_with_the_agent_in_it"] = await _until(room_gone, 2 + 4.0)
+    return obs
+
+
 async def departure_closes(sut: ServerUnderTest) -> Observation:
     """A participant keeps a room open past its empty timeout; its departure closes it.
 

@@ -36,6 +36,7 @@ SCENARIOS: list[Scenario] = [
     sc.participant_job,
     sc.empty_room_closes,
     sc.departure_closes,
+    sc.agent_alone_does_not_keep_a_room,
 ]
 
 
