@@ -382,8 +382,8 @@ class AgentHub(RoomListener):
             if json_mode:
                 msg = agent.ServerMessage.FromString(data)
                 # compact, as Go's protojson writes it
-                data = json_format.MessageToDict(msg)
-                outbox_send.send_nowait(json.dumps(data, separators=(",", ":")))
+                fields = json_format.MessageToDict(msg)
+                outbox_send.send_nowait(json.dumps(fields, separators=(",", ":")))
             else:
                 outbox_send.send_nowait(data)
 
