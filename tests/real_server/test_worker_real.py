@@ -547,6 +547,8 @@ async def test_load_reaches_the_server_and_decides_dispatch(shared: Shared) -> N
         await shared.dispatch(lk, room, "shutdown")
         job_id = await shared.assigned(room, since)
         await shared.worker.marker(job_id)
+        # the dispatch made while the worker was full is not tried again
+        assert list((await shared.listed(lk, full, dispatch.id)).state.jobs) == []
         for name in (full, room):
             await lk.room.delete_room(api.DeleteRoomRequest(room=name))
 
