@@ -553,6 +553,60 @@ async def test_load_reaches_the_server_and_decides_dispatch(shared: Shared) -> N
             await lk.room.delete_room(api.DeleteRoomRequest(room=name))
 
 
+async def dispatch_until(shared: Shared, lk: api.LiveKitAPI, *, assigned: bool) -> list[str]:
+    """Dispatch into new rooms until the server assigns a job, or finds no worker for
+    one while the worker's status is ``WS_AVAILABLE``; the rooms it made.
+
+    Nothing says when a worker's load report arrived (the server logs changes of
+    status only), so the test asks until the answer changes.  A worker also says
+    ``WS_FULL`` for a moment while it launches a job (the job it reserved counts
+    towards its load); a refusal then proves nothing about the load and is not
+    counted.
+    """
+    server, name, worker_id = shared.server, shared.worker.agent_name, shared.worker_id
+    start = log_size(server)
+    rooms: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        while True:
+            since = log_size(server)
+            changes = server_events(server, "worker status changed", start, workerID=worker_id)
+            status = changes[-1]["status"] if changes else "WS_AVAILABLE"
+            room = await shared.room(lk, "load")
+            rooms.append(room)
+            await shared.dispatch(lk, room, "shutdown")
+
+            def answer(room: str = room, since: int = since) -> str | None:
+                if server_events(server, "assigned job to worker", since, room=room):
+                    return "assigned"
+                if server_events(server, "failed to send job request", since, agentName=name):
+                    return "refused"
+                return None
+
+            got = await until(answer)
+            if assigned and got == "assigned":
+                return rooms
+            available_throughout = status == "WS_AVAILABLE" and not server_events(
+                server, "worker status changed", since, workerID=worker_id
+            )
+            if not assigned and got == "refused" and available_throughout:
+                return rooms
+
+
+async def test_a_load_above_the_servers_target_keeps_an_available_worker_idle(
+    shared: Shared,
+) -> None:
+    """LiveKit offers jobs only to workers whose load is below its target load, 0.7."""
+    async with shared.lk() as lk:
+        try:
+            shared.worker.set_load(0.72)  # below LOAD_THRESHOLD: the worker stays available
+            rooms = await dispatch_until(shared, lk, assigned=False)
+        finally:
+            shared.worker.set_load(0.0)
+        rooms += await dispatch_until(shared, lk, assigned=True)
+        for room in rooms:
+            await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
 # --- scenarios on a dedicated server ------------------------------------------------------
 
 
