@@ -329,6 +329,9 @@ class ServerProcess:
         if proc is not None:
             proc.kill()
             proc.wait(10)
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()  # type: ignore[attr-defined]
 
     def restart(self) -> None:
         self.stop()

@@ -21,6 +21,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import signal
 import threading
 import time
@@ -604,7 +605,7 @@ class AgentServer:
                     self._connection_failed = str(exc)
                     raise WorkerError(
                         f"the server at {url} rejected the credentials "
-                        f"(api key {key!r}): {exc.body or exc}"
+                        f"(api key {key!r}): {_redact_tokens(exc.body or str(exc))}"
                     ) from None
                 reason = str(exc)
             except (
@@ -920,6 +921,15 @@ class AgentServer:
                 job_id=job_id, status=outcome.job_status, error=_cut(outcome.error)
             )
         )
+
+
+#: A JSON Web Token (three base64url parts; the header always starts ``eyJ``).
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+
+
+def _redact_tokens(text: str) -> str:
+    """``text`` without the tokens in it: LiveKit's 401 body quotes the whole token."""
+    return _JWT.sub("<token>", text)
 
 
 def _cut(error: str) -> str:
