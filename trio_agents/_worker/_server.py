@@ -21,7 +21,6 @@ import inspect
 import logging
 import math
 import os
-import re
 import signal
 import threading
 import time
@@ -40,7 +39,7 @@ from .._http import serve_tcp
 from .._job._control import JobControl
 from .._load import CPULoad
 from .._sync import Changes
-from .._tokens import quiet_dev_secret_warning
+from .._tokens import quiet_dev_secret_warning, redact_tokens
 from .._transport import MessageStream, open_websocket, websocket_base_url
 from .._types import (
     JobAcceptArguments,
@@ -605,7 +604,7 @@ class AgentServer:
                     self._connection_failed = str(exc)
                     raise WorkerError(
                         f"the server at {url} rejected the credentials "
-                        f"(api key {key!r}): {_redact_tokens(exc.body or str(exc))}"
+                        f"(api key {key!r}): {redact_tokens(exc.body or str(exc))}"
                     ) from None
                 reason = str(exc)
             except (
@@ -924,14 +923,6 @@ class AgentServer:
 
 
 #: A JSON Web Token (three base64url parts; the header always starts ``eyJ``).
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
-
-
-def _redact_tokens(text: str) -> str:
-    """``text`` without the tokens in it: LiveKit's 401 body quotes the whole token."""
-    return _JWT.sub("<token>", text)
-
-
 def _cut(error: str) -> str:
     """An error string short enough for a status update (the log has all of it).
 
