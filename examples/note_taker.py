@@ -60,6 +60,7 @@ def make_entrypoint(
 ) -> Callable[[JobContext], Awaitable[None]]:
     """The job entrypoint, saving into ``store``; ``shielded=False`` is the buggy one."""
 
+    # --8<-- [start:take_notes]
     async def take_notes(ctx: JobContext, participant: rtc.RemoteParticipant) -> None:
         notes = store.heard.setdefault(participant.identity, [])
         try:
@@ -72,6 +73,7 @@ def make_entrypoint(
                         await store.save(participant.identity, notes)
                 else:
                     await store.save(participant.identity, notes)  # BUG: not shielded
+    # --8<-- [end:take_notes]
 
     async def entrypoint(ctx: JobContext) -> None:
         ctx.add_participant_entrypoint(take_notes)

@@ -30,6 +30,7 @@ FIND = settings(
 )
 
 
+# --8<-- [start:property]
 def check_notes_are_saved(shielded: bool, script: Script) -> None:
     store = note_taker.NoteStore()
     entrypoint = note_taker.make_entrypoint(store, shielded=shielded)
@@ -54,6 +55,7 @@ def property_fixed(script: Script) -> None:
 def test_the_property_finds_the_lost_notes() -> None:
     with pytest.raises(AssertionError, match="notes were lost"):
         property_buggy()
+# --8<-- [end:property]
 
 
 def test_the_fixed_agent_has_the_property() -> None:
