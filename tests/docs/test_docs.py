@@ -75,8 +75,8 @@ def test_every_snippet_is_run_by_a_test() -> None:
     for path in SNIPPETS.rglob("*.py"):
         if path.parent == SNIPPETS:
             assert f"import {path.stem}\n" in tests, path.name
-        else:  # a whole user project (quickstart/): copied into a pytester run
-            assert f'"{path.parent.name}"' in tests, path
+        else:  # a whole user test file (quickstart/, testing/): copied into a pytester run
+            assert f'/ "{path.parent.name}"' in tests, path
 
 
 @pytest.mark.parametrize("page", [p.relative_to(DOCS).as_posix() for p in _pages()])

@@ -1,4 +1,5 @@
-"""The home page's quickstart, run as a user would: their agent.py and test_agent.py."""
+"""Snippets that are whole user test files, run as a user would (pytester, trio_mode):
+the home page's quickstart (agent.py, test_agent.py) and the testing guide's unit tests."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-QUICKSTART = Path(__file__).resolve().parents[2] / "docs" / "snippets" / "quickstart"
+SNIPPETS = Path(__file__).resolve().parents[2] / "docs" / "snippets"
+QUICKSTART = SNIPPETS / "quickstart"
+TESTING = SNIPPETS / "testing"
 
 
 def test_the_quickstart_test_passes(pytester: pytest.Pytester) -> None:
@@ -27,3 +30,10 @@ def test_the_quickstart_test_catches_a_wrong_greeting(pytester: pytest.Pytester)
     (pytester.path / "test_agent.py").write_text((QUICKSTART / "test_agent.py").read_text())
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore")
     result.assert_outcomes(failed=1)
+
+
+def test_the_testing_guides_unit_tests_pass(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\ntrio_mode = true\n")
+    (pytester.path / "test_units.py").write_text((TESTING / "test_units.py").read_text())
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-W", "ignore")
+    result.assert_outcomes(passed=3)
