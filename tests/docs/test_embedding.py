@@ -10,7 +10,6 @@ import signal
 import sys
 from pathlib import Path
 
-import pytest
 import trio
 import trio.testing
 
@@ -52,12 +51,13 @@ async def test_run_stops_when_its_scope_is_cancelled_and_jobs_get_their_teardown
                 record = await local.wait_for_job(room="one")
                 await trio.sleep(1)
                 assert [j.job.id for j in server.active_jobs] == [record.job.id]
-                start = trio.current_time()
+                assert embed_agent.finished == []
                 await trio.sleep_until(3600 + 1)  # main's hour is up meanwhile
-        assert len(embed_agent.finished) == 1
-        assert embed_agent.finished[0].startswith("one: ")
-        assert server.active_jobs == []
-        assert start < 3600
+                # run() was cancelled: the job got its teardown (its callback
+                # ran) although ana is still in the room
+                assert len(embed_agent.finished) == 1
+                assert embed_agent.finished[0].startswith("one: ")
+                assert server.active_jobs == []
 
 
 async def test_run_in_a_nursery_then_drain(autojump_clock: trio.testing.MockClock) -> None:
@@ -83,8 +83,6 @@ async def test_run_in_a_nursery_then_drain(autojump_clock: trio.testing.MockCloc
 async def test_sigterm_handled_by_the_program_drains(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    if trio.lowlevel.current_root_task() is None:  # pragma: no cover
-        pytest.fail("needs a trio run")
     embed_agent.finished.clear()
     async with open_local_server(departure_timeout=5) as local:
         server = make_server(local)
