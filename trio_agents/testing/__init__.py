@@ -1,6 +1,10 @@
 """The stand-in LiveKit server and helpers for testing agents.
 
 Like ``trio.testing``, this is public API: use it to test your own agents.
+The pytest fixtures are in ``trio_agents.testing.pytest_plugin`` (loaded by
+pytest automatically); the hypothesis strategies in
+``trio_agents.testing.strategies`` (needs the ``testing`` extra).  See
+docs/testing.md.
 """
 
 from ._agents import JobRecord as JobRecord
