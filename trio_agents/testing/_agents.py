@@ -1,7 +1,7 @@
 """The stand-in's ``/agent`` endpoint: worker registry, dispatch, job state.
 
-Follows LiveKit's ``pkg/agent`` and ``pkg/service/agentservice.go``
-(reference/worker_protocol.md section 3) on top of the shared sans-IO
+Follows livekit-server's ``pkg/agent`` and ``pkg/service/agentservice.go``
+(v1.13.5; tests/differential holds it to the real server) on top of the shared sans-IO
 ``protocol.Connection`` in the SERVER role.
 """
 
