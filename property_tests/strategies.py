@@ -3,6 +3,10 @@
 Every strategy builds values that ``encode``/``decode`` round-trip exactly,
 except that ``UpdateWorkerStatus(load=None)`` reads back as ``load=0.0`` (the
 field has no presence on the wire).  New events must get a strategy here.
+
+The strategies for what happens in a job's room (participants, scripts of
+joins/leaves/attribute changes/text, shutdown triggers) are shipped to users
+in ``trio_agents.testing.strategies``; ``test_scripts.py`` uses them from there.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 #: The secret ``livekit-server --dev`` documents (and the stand-in defaults to).
@@ -22,3 +23,15 @@ def quiet_dev_secret_warning(secret: str) -> None:
     if secret != DEV_API_SECRET:
         return
     warnings.filterwarnings("ignore", message=r"The HMAC key is 6 bytes long", category=UserWarning)
+
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` without the tokens in it: LiveKit's 401 body quotes the whole token.
+
+    A token refused only because it expired or is not valid yet is still a
+    credential; error lines and logs must not carry it.
+    """
+    return _JWT.sub("<token>", text)

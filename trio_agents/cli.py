@@ -528,7 +528,9 @@ def _sim_call(
     except ValueError:
         answer = {"error": resp.text.strip() or f"HTTP {resp.status_code}"}
     if resp.status_code != 200:
-        _fail(f"sim {command}: {answer.get('error', answer)}")
+        from ._tokens import redact_tokens
+
+        _fail(redact_tokens(f"sim {command}: {answer.get('error', answer)}"))
     return dict(answer)
 
 

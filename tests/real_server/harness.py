@@ -309,8 +309,12 @@ class ServerProcess:
                 time.sleep(0.1)
         raise Unavailable(f"livekit-server not ready after {timeout} s: {self.log_tail(20)}")
 
-    def stop(self, *, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``; always reaped."""
+    def stop(self, *, timeout: float = 2.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; always reaped.
+
+        (livekit-server drains on SIGTERM and rarely exits within 10 s; a test
+        peer has nothing to drain for.)
+        """
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -329,6 +333,9 @@ class ServerProcess:
         if proc is not None:
             proc.kill()
             proc.wait(10)
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()  # type: ignore[attr-defined]
 
     def restart(self) -> None:
         self.stop()

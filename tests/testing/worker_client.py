@@ -17,6 +17,7 @@ from typing import TypeVar
 import attrs
 import trio
 from livekit import api as lkapi
+from livekit.protocol import agent
 
 from trio_agents import protocol
 from trio_agents._errors import ConnectionClosed
@@ -95,12 +96,17 @@ class ScriptedWorker:
 
     async def receive(self) -> protocol.Event:
         """The next event from the server (tolerated no-op messages are skipped)."""
+        event, _ = await self.receive_frame()
+        return event
+
+    async def receive_frame(self) -> tuple[protocol.Event, agent.ServerMessage]:
+        """The next event and the ``ServerMessage`` frame it came in, exactly as sent."""
         while True:
             raw = await self.ws.get_message()
             assert isinstance(raw, bytes), f"server sent a text frame to a binary worker: {raw!r}"
             event = self.conn.receive_message(raw)
             if event is not None:
-                return event
+                return event, agent.ServerMessage.FromString(raw)
 
     async def expect(self, cls: type[E]) -> E:
         event = await self.receive()

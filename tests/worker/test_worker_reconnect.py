@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -32,6 +32,7 @@ from worker_helpers import (
 )
 
 from trio_agents import AgentServer, JobContext, WorkerError, protocol
+from trio_agents._errors import HandshakeRejected
 from trio_agents.testing import LocalServer, open_local_server
 
 TERMINAL = (agent.JS_SUCCESS, agent.JS_FAILED)
@@ -293,12 +294,42 @@ async def test_wrong_credentials_fail_at_once_with_a_clear_error(
     ws.rtc_session(_never_runs)
     with pytest.raises(WorkerError) as info:
         await ws.run()
-    assert str(info.value) == (
-        f"the server at {tap.url} rejected the credentials (api key 'devkey'): "
-        "invalid authorization token: Signature verification failed"
-    )
+    # the server's own words (LiveKit quotes the token it refused)
+    message = str(info.value)
+    assert message.startswith(
+        f"the server at {tap.url} rejected the credentials (api key 'devkey'): invalid token: "
+    ), message
+    assert message.endswith(", error: token signature is invalid: signature is invalid")
     assert len(tap.connections) == 1  # no retry: retrying cannot help
     assert trio.current_time() == 0
+
+
+async def test_a_rejection_that_quotes_the_token_does_not_print_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # LiveKit's 401 body quotes the whole bearer token; with the right secret
+    # but an expired or not-yet-valid token, that is a working credential
+    seen: list[str] = []
+
+    def reject(headers: Mapping[str, str]) -> Exception:
+        token = headers["Authorization"].removeprefix("Bearer ")
+        seen.append(token)
+        return HandshakeRejected(
+            401, f"invalid token: {token}, error: token has invalid claims: token is expired"
+        )
+
+    async with open_fake_server(register_then, gate=reject) as fake:
+        ws = make_worker(fake.url, max_retry=16)
+        ws.rtc_session(_never_runs)
+        with pytest.raises(WorkerError) as info:
+            await ws.run()
+    (token,) = seen
+    assert token.count(".") == 2
+    assert token not in str(info.value)
+    assert str(info.value) == (
+        f"the server at {fake.url} rejected the credentials (api key 'devkey'): "
+        "invalid token: <token>, error: token has invalid claims: token is expired"
+    )
 
 
 async def _never_runs(ctx: JobContext) -> None:

@@ -39,7 +39,7 @@ from .._http import serve_tcp
 from .._job._control import JobControl
 from .._load import CPULoad
 from .._sync import Changes
-from .._tokens import quiet_dev_secret_warning
+from .._tokens import quiet_dev_secret_warning, redact_tokens
 from .._transport import MessageStream, open_websocket, websocket_base_url
 from .._types import (
     JobAcceptArguments,
@@ -604,7 +604,7 @@ class AgentServer:
                     self._connection_failed = str(exc)
                     raise WorkerError(
                         f"the server at {url} rejected the credentials "
-                        f"(api key {key!r}): {exc.body or exc}"
+                        f"(api key {key!r}): {redact_tokens(exc.body or str(exc))}"
                     ) from None
                 reason = str(exc)
             except (
@@ -922,6 +922,7 @@ class AgentServer:
         )
 
 
+#: A JSON Web Token (three base64url parts; the header always starts ``eyJ``).
 def _cut(error: str) -> str:
     """An error string short enough for a status update (the log has all of it).
 

@@ -1,7 +1,7 @@
 """``LiveKitAPI``: LiveKit's Twirp server API on trio, over httpx.
 
-Sends exactly what the official ``livekit-api`` client sends
-(reference/trio_bridge.md section 4): ``POST {http base}/twirp/livekit.<Service>/<Method>``
+Sends exactly what the official ``livekit-api`` client sends (read from its
+``twirp_client.py``): ``POST {http base}/twirp/livekit.<Service>/<Method>``
 with a fresh access token carrying the call's ``VideoGrants``, a protobuf
 body, ``Content-Type: application/protobuf`` and an ``X-Livekit-Request-Id``.
 It takes and returns the same ``livekit.protocol`` messages and raises the same

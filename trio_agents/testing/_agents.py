@@ -1,13 +1,14 @@
 """The stand-in's ``/agent`` endpoint: worker registry, dispatch, job state.
 
-Follows LiveKit's ``pkg/agent`` and ``pkg/service/agentservice.go``
-(reference/worker_protocol.md section 3) on top of the shared sans-IO
+Follows livekit-server's ``pkg/agent`` and ``pkg/service/agentservice.go``
+(v1.13.5; tests/differential holds it to the real server) on top of the shared sans-IO
 ``protocol.Connection`` in the SERVER role.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import math
 import random
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable
 
 import attrs
-import jwt
+import jwt as pyjwt
 import trio
 from google.protobuf import json_format
 from livekit import api as lkapi
@@ -27,11 +28,15 @@ from .._sync import Changes as Changes
 from .._tokens import quiet_dev_secret_warning
 from ._asgi import Request, WebSocket
 from ._rooms import DEPENDENT_KINDS, Participant, Room, RoomListener, new_sid
+from ._twirp import verify_token
 
 logger = logging.getLogger("trio_agents.testing")
 
-#: Version the stand-in reports in ServerInfo (>= 1.8.0 so SDK features such as RPC stay on).
-SERVER_VERSION = "1.9.0"
+#: Version the stand-in reports in ServerInfo: the LiveKit release it is held to
+#: (tests/differential); >= 1.8.0 also keeps SDK features such as RPC on.
+SERVER_VERSION = "1.13.5"
+#: ServerInfo.protocol of that release.
+SERVER_PROTOCOL = 17
 AGENT_TOKEN_TTL = datetime.timedelta(hours=1)
 TERMINAL = (agent.JS_SUCCESS, agent.JS_FAILED)
 
@@ -100,6 +105,7 @@ class AgentHub(RoomListener):
         self.jobs: dict[str, JobRecord] = {}
         self.changes = Changes()
         self.rng = random.Random()
+        self.node_id = new_sid("ND_")
 
     # --- room hooks (dispatch) -------------------------------------------------
 
@@ -210,8 +216,7 @@ class AgentHub(RoomListener):
             offered.CopyFrom(job)
             now = time.time_ns()
             offered.state.status = agent.JS_RUNNING
-            offered.state.worker_id = worker.id
-            offered.state.agent_id = worker.id
+            offered.state.worker_id = worker.id  # (agent_id: unset by LiveKit OSS)
             offered.state.started_at = offered.state.updated_at = now
             answer = await self._offer(worker, offered)
             if answer is None:
@@ -282,12 +287,13 @@ class AgentHub(RoomListener):
             can_subscribe=perms.can_subscribe,
             can_publish=perms.can_publish,
             can_publish_data=perms.can_publish_data,
-            hidden=perms.hidden,
+            # omitted unless set, as LiveKit's JSON leaves out a false "hidden"
+            hidden=perms.hidden or None,
             can_update_own_metadata=perms.can_update_metadata,
             can_subscribe_metrics=perms.can_subscribe_metrics,
         )
         quiet_dev_secret_warning(self._api_secret)
-        return (
+        token = (
             lkapi.AccessToken(self._api_key, self._api_secret)
             .with_identity(answer.participant_identity)
             .with_name(answer.participant_name)
@@ -298,6 +304,11 @@ class AgentHub(RoomListener):
             .with_ttl(AGENT_TOKEN_TTL)
             .to_jwt()
         )
+        # LiveKit's tokens also carry "iat" and the identity as its own claim
+        claims = pyjwt.decode(token, options={"verify_signature": False})
+        claims["iat"] = claims["nbf"]
+        claims["identity"] = answer.participant_identity
+        return pyjwt.encode(claims, self._api_secret, algorithm="HS256")
 
     def _set_state(self, record: JobRecord, status: agent.JobStatus, error: str) -> None:
         st = record.job.state
@@ -342,17 +353,9 @@ class AgentHub(RoomListener):
         token = header[len("Bearer ") :] if header else request.query.get("access_token", "")
         claims = None
         if token:
-            try:
-                unverified = jwt.decode(token, options={"verify_signature": False})
-            except jwt.PyJWTError:
-                return "invalid authorization token"
-            if unverified.get("iss") != self._api_key:
-                return "invalid API key"
-            quiet_dev_secret_warning(self._api_secret)
-            try:
-                claims = lkapi.TokenVerifier(self._api_key, self._api_secret).verify(token)
-            except Exception as exc:
-                return f"invalid authorization token: {exc}"
+            claims, refusal = verify_token(token, self._api_key, self._api_secret)
+            if refusal is not None:
+                return refusal
         if claims is None or claims.video is None or not claims.video.agent:
             return "no permissions to access the room"
         return None
@@ -380,7 +383,9 @@ class AgentHub(RoomListener):
             wake.notify()
             if json_mode:
                 msg = agent.ServerMessage.FromString(data)
-                outbox_send.send_nowait(json_format.MessageToJson(msg))
+                # compact, as Go's protojson writes it
+                fields = json_format.MessageToDict(msg)
+                outbox_send.send_nowait(json.dumps(fields, separators=(",", ":")))
             else:
                 outbox_send.send_nowait(data)
 
@@ -465,8 +470,8 @@ class AgentHub(RoomListener):
                 server_info=models.ServerInfo(
                     edition=models.ServerInfo.Standard,
                     version=SERVER_VERSION,
-                    protocol=16,
-                    node_id="trio-agents-local",
+                    protocol=SERVER_PROTOCOL,
+                    node_id=self.node_id,
                     agent_protocol=1,
                 ),
             )

@@ -31,6 +31,27 @@ Kind = models.ParticipantInfo.Kind
 DEPENDENT_KINDS = frozenset({models.ParticipantInfo.AGENT, models.ParticipantInfo.EGRESS})
 
 
+#: The codecs a LiveKit v1.13 room enables by default (``Room.enabled_codecs``).
+DEFAULT_CODECS = (
+    "audio/PCMU",
+    "audio/PCMA",
+    "audio/opus",
+    "audio/red",
+    "video/VP8",
+    "video/H264",
+    "video/VP9",
+    "video/AV1",
+    "video/H265",
+    "video/rtx",
+)
+
+
+def turn_password() -> str:
+    """A room's TURN password: 44 random base62 characters, as LiveKit makes them."""
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    return "".join(secrets.choice(alphabet) for _ in range(44))
+
+
 def new_sid(prefix: str) -> str:
     """A LiveKit-style id: ``RM_``, ``PA_``, ``TR_``, ``AD_``, ``AJ_`` + 12 chars."""
     return prefix + secrets.token_hex(6)
@@ -88,9 +109,7 @@ class Room:
         out = models.Room()
         out.CopyFrom(self.info)
         out.num_participants = sum(
-            1
-            for p in self.participants.values()
-            if p.info.kind != models.ParticipantInfo.EGRESS
+            1 for p in self.participants.values() if p.info.kind != models.ParticipantInfo.EGRESS
         )
         out.num_publishers = sum(1 for p in self.participants.values() if p.info.is_publisher)
         return out
@@ -216,6 +235,8 @@ class Rooms:
             max_participants=max_participants,
             creation_time=int(now),
             creation_time_ms=int(now * 1000),
+            turn_password=turn_password(),
+            enabled_codecs=[models.Codec(mime=m) for m in DEFAULT_CODECS],
         )
         room = Room(info=info)
         # float timeouts (tests use fractions of a second) kept beside the proto
@@ -408,8 +429,8 @@ class Rooms:
         return p.info
 
     def update_metadata(self, room: Room, metadata: str) -> models.Room:
+        # (LiveKit v1.13 leaves Room.version unset here, in the answer and the update)
         room.info.metadata = metadata
-        room.info.version.unix_micro = int(time.time() * 1e6)
         snap = room.snapshot()
         room.broadcast(rtc_pb.SignalResponse(room_update=rtc_pb.RoomUpdate(room=snap)))
         return snap

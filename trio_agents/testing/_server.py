@@ -18,7 +18,7 @@ import contextlib
 import datetime
 import itertools
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from functools import partial
 
 import httpx
@@ -112,6 +112,10 @@ class LocalServer:
         in memory, ``memory://NAME`` does the same.
         """
         return self.url if self.url.startswith("memory://") else "sim+" + self.url
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in the server's nursery (it ends with the server)."""
+        self._nursery.start_soon(fn, *args)
 
     # --- conveniences for tests -------------------------------------------------
 

@@ -46,7 +46,7 @@ from ._rooms import Outbound, Participant, Room, Rooms
 
 logger = logging.getLogger("trio_agents.testing")
 
-#: Sent in JoinResponse; the SDK aborts on a zero interval (reference/sfu_spike.md).
+#: Sent in JoinResponse; the livekit SDK aborts its process on a zero interval.
 PING_INTERVAL = 5
 PING_TIMEOUT = 15
 #: Budget of a connection's final flush and close.

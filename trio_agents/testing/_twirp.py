@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
 import time
@@ -31,6 +30,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
+import jwt
+import trio
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 from livekit import api as lkapi
@@ -81,14 +82,21 @@ HTTP_STATUS: Mapping[str, int] = {
 GRANT_FAILURE_CODE = "unauthenticated"
 GRANT_FAILURE_MSG = "permissions denied"
 
-ROOM_NOT_FOUND = "requested room does not exist"
-PARTICIPANT_NOT_FOUND = "participant does not exist"
-#: RemoveParticipant's own message (``twirp.NotFoundError("participant not found")``).
-REMOVE_PARTICIPANT_NOT_FOUND = "participant not found"
-DISPATCH_NOT_FOUND = "dispatch ID not found"
+#: Errors raised where LiveKit handles the call in the room (over its internal
+#: RPC) reach the client with this prefix: v1.13 answers e.g. ``{"code":
+#: "not_found", "msg": "twirp error unknown: requested room does not exist"}``.
+ROUTED = "twirp error unknown: "
+ROOM_NOT_FOUND = ROUTED + "requested room does not exist"
+PARTICIPANT_NOT_FOUND = ROUTED + "participant does not exist"
+DISPATCH_NOT_FOUND = ROUTED + "dispatch ID not found"
+#: SendData, ListDispatch and DeleteDispatch for a room that does not exist: the
+#: real server's RPC to the room finds nobody and gives up (after a few seconds).
+NO_ROOM_NODE = ROUTED + "no response from servers"
 PREFIX = "/twirp"
 PACKAGE = "livekit"
 MAX_DEPLOYMENT_LEN = 64
+#: LiveKit's default limits on room and participant names (bytes).
+MAX_NAME_LEN = 256
 
 JSON = "application/json"
 PROTOBUF = "application/protobuf"
@@ -184,16 +192,33 @@ def authenticate(server: LocalServer, request: Request) -> Claims | None:
         token = request.query.get("access_token", "")
     if not token:
         return None
+    claims, refusal = verify_token(token, server.api_key, server.api_secret)
+    if refusal is not None:
+        raise _PlainError(401, refusal)
+    return claims
+
+
+#: What LiveKit's JWT library (golang-jwt) says about a token it refuses.
+_GO_JWT_ERRORS: tuple[tuple[type[Exception], str], ...] = (
+    (jwt.ExpiredSignatureError, "token has invalid claims: token is expired"),
+    (jwt.ImmatureSignatureError, "token has invalid claims: token is not valid yet"),
+    (jwt.InvalidSignatureError, "token signature is invalid: signature is invalid"),
+)
+
+
+def verify_token(token: str, api_key: str, api_secret: str) -> tuple[Claims | None, str | None]:
+    """``(claims, None)`` for a good token, ``(None, why)`` with LiveKit's 401 text otherwise."""
     issuer = _unverified_issuer(token)
     if issuer is None:
-        raise _PlainError(401, "invalid authorization token")
-    if issuer != server.api_key:
-        raise _PlainError(401, "invalid API key")
+        return None, "invalid authorization token"
+    if issuer != api_key:
+        return None, f"invalid API key: {issuer}"
     try:
-        quiet_dev_secret_warning(server.api_secret)
-        return lkapi.TokenVerifier(server.api_key, server.api_secret).verify(token)
+        quiet_dev_secret_warning(api_secret)
+        return lkapi.TokenVerifier(api_key, api_secret).verify(token), None
     except Exception as exc:  # any verification failure is a bad token
-        raise _PlainError(401, f"invalid authorization token: {exc}") from None
+        detail = next((m for t, m in _GO_JWT_ERRORS if isinstance(exc, t)), str(exc))
+        return None, f"invalid token: {token}, error: {detail}"
 
 
 def _grant_failure() -> TwirpError:
@@ -238,13 +263,18 @@ def _room_or_404(call: Call, name: str) -> Room:
     return room
 
 
-def _participant_or_404(
-    call: Call, room_name: str, identity: str, msg: str
-) -> tuple[Room, Participant]:
+def _room_or_503(call: Call, name: str) -> Room:
+    room = call.server.rooms.get(name)
+    if room is None:
+        raise TwirpError("unavailable", NO_ROOM_NODE)
+    return room
+
+
+def _participant_or_404(call: Call, room_name: str, identity: str) -> tuple[Room, Participant]:
     room = call.server.rooms.get(room_name)
     p = room.participants.get(identity) if room is not None else None
     if room is None or p is None:
-        raise TwirpError("not_found", msg)
+        raise TwirpError("not_found", PARTICIPANT_NOT_FOUND)
     return room, p
 
 
@@ -254,23 +284,22 @@ def _check_room_name(name: str) -> None:
 
 
 def _check_deployment(deployment: str) -> None:
-    """``agent.ValidateDeployment``: at most 64 bytes; no ``_``, whitespace or controls."""
-    if len(deployment.encode()) > MAX_DEPLOYMENT_LEN or any(
-        c == "_" or c.isspace() or not c.isprintable() for c in deployment
-    ):
-        raise TwirpError("invalid_argument", f"invalid deployment {deployment!r}")
-
-
-def dispatch_id_for(request_id: str) -> str:
-    """The dispatch id of a CreateDispatch call.
-
-    LiveKit derives it from the ``X-Livekit-Request-Id`` header
-    (``DeterministicID("AD_", request_id)``), so a retried call names the same
-    dispatch; without the header the id is random.
-    """
-    if not request_id:
-        return new_sid("AD_")
-    return "AD_" + hashlib.sha256(request_id.encode()).hexdigest()[:12]
+    """``agent.ValidateDeployment``: at most 64 bytes; no ``_``, whitespace or control bytes."""
+    data = deployment.encode()
+    if len(data) > MAX_DEPLOYMENT_LEN:
+        raise TwirpError(
+            "invalid_argument", f"{ROUTED}deployment exceeds {MAX_DEPLOYMENT_LEN} bytes"
+        )
+    for i, c in enumerate(data):
+        if c == ord("_"):
+            raise TwirpError(
+                "invalid_argument", f"{ROUTED}deployment contains reserved character '_'"
+            )
+        if c <= ord(" ") or c == 0x7F:
+            raise TwirpError(
+                "invalid_argument",
+                f"{ROUTED}deployment contains whitespace or control byte at position {i}",
+            )
 
 
 # --- RoomService ---------------------------------------------------------------------
@@ -278,6 +307,11 @@ def dispatch_id_for(request_id: str) -> str:
 
 def create_room(call: Call, req: room_pb.CreateRoomRequest) -> models.Room:
     ensure_create(call)
+    if len(req.name.encode()) > MAX_NAME_LEN:
+        raise TwirpError(
+            "invalid_argument",
+            f"{ROUTED}room name length exceeds limits: max length {MAX_NAME_LEN}",
+        )
     _check_room_name(req.name)
     for a in req.agents:
         _check_deployment(a.deployment)
@@ -322,7 +356,7 @@ def list_participants(
 
 def get_participant(call: Call, req: room_pb.RoomParticipantIdentity) -> models.ParticipantInfo:
     ensure_admin(call, req.room)
-    _, p = _participant_or_404(call, req.room, req.identity, PARTICIPANT_NOT_FOUND)
+    _, p = _participant_or_404(call, req.room, req.identity)
     return _copy(p.info)
 
 
@@ -330,7 +364,15 @@ def remove_participant(
     call: Call, req: room_pb.RoomParticipantIdentity
 ) -> room_pb.RemoveParticipantResponse:
     ensure_admin(call, req.room)
-    room, p = _participant_or_404(call, req.room, req.identity, REMOVE_PARTICIPANT_NOT_FOUND)
+    room, p = _participant_or_404(call, req.room, req.identity)
+    _remove(call.server, room, p)
+    return room_pb.RemoveParticipantResponse()
+
+
+def _remove(server: LocalServer, room: Room, p: Participant) -> None:
+    """Send ``p`` a leave and take it out of ``room`` (RemoveParticipant)."""
+    if room.participants.get(p.identity) is not p:
+        return  # gone already
     if p.deliver is not None:
         p.deliver(
             rtc_pb.SignalResponse(
@@ -341,13 +383,27 @@ def remove_participant(
                 )
             )
         )
-    call.server.rooms.leave(room, req.identity, models.PARTICIPANT_REMOVED)
-    return room_pb.RemoveParticipantResponse()
+    server.rooms.leave(room, p.identity, models.PARTICIPANT_REMOVED)
+
+
+#: How long an agent participant has to leave after DeleteDispatch terminated
+#: its job before the room removes it (LiveKit's agent job shutdown timeout).
+AGENT_LEAVE_GRACE = 3.0
+
+
+async def _remove_agent_after_grace(server: LocalServer, room: Room, p: Participant) -> None:
+    with trio.move_on_after(AGENT_LEAVE_GRACE):
+        await p.left.wait()
+    _remove(server, room, p)
 
 
 def update_participant(call: Call, req: room_pb.UpdateParticipantRequest) -> models.ParticipantInfo:
+    # checked before the grant, as LiveKit does
+    if len(req.name.encode()) > MAX_NAME_LEN:
+        argument = "name length exceeds limits"
+        raise TwirpError("invalid_argument", f"{argument} {MAX_NAME_LEN}", {"argument": argument})
     ensure_admin(call, req.room)
-    room, _ = _participant_or_404(call, req.room, req.identity, PARTICIPANT_NOT_FOUND)
+    room, _ = _participant_or_404(call, req.room, req.identity)
     # LiveKit's ParticipantImpl.UpdateMetadata: empty name/metadata leave the
     # value alone; attributes merge, an empty value deleting the key
     info = call.server.rooms.update_participant(
@@ -374,7 +430,7 @@ def send_data(call: Call, req: room_pb.SendDataRequest) -> room_pb.SendDataRespo
             "invalid_argument",
             f"nonce should be 16-bytes or not present, got: {len(req.nonce)} bytes",
         )
-    room = _room_or_404(call, req.room)
+    room = _room_or_503(call, req.room)
     user = models.UserPacket(
         payload=req.data,
         destination_sids=req.destination_sids,
@@ -407,12 +463,10 @@ def create_dispatch(
     # auto-create: a room created here has no agents config, so it also gets
     # LiveKit's default empty-name dispatch
     room, _ = call.server.rooms.create(req.room)
-    dispatch_id = dispatch_id_for(call.request_id)
-    existing = room.dispatches.get(dispatch_id)
-    if existing is not None:
-        return _copy(existing)  # a retry of the same request
+    # a random id, even for a retry with the same X-Livekit-Request-Id: LiveKit
+    # v1.13 makes a second dispatch then
     d = agent_dispatch.AgentDispatch(
-        id=dispatch_id,
+        id=new_sid("AD_"),
         agent_name=req.agent_name,
         room=room.name,
         metadata=req.metadata,
@@ -430,7 +484,7 @@ def list_dispatch(
     call: Call, req: agent_dispatch.ListAgentDispatchRequest
 ) -> agent_dispatch.ListAgentDispatchResponse:
     ensure_admin(call, req.room)
-    room = _room_or_404(call, req.room)
+    room = _room_or_503(call, req.room)
     found = [
         _copy(d) for d in room.dispatches.values() if not req.dispatch_id or d.id == req.dispatch_id
     ]
@@ -441,7 +495,7 @@ def delete_dispatch(
     call: Call, req: agent_dispatch.DeleteAgentDispatchRequest
 ) -> agent_dispatch.AgentDispatch:
     ensure_admin(call, req.room)
-    room = _room_or_404(call, req.room)
+    room = _room_or_503(call, req.room)
     d = room.dispatches.pop(req.dispatch_id, None)
     if d is None:
         raise TwirpError("not_found", DISPATCH_NOT_FOUND)
@@ -453,7 +507,13 @@ def delete_dispatch(
     job_ids.update(jid for jid, rec in hub.jobs.items() if rec.job.dispatch_id == d.id)
     for job_id in sorted(job_ids):
         # TERMINATION_REQUESTED; a no-op for jobs no longer running on a worker
-        hub.terminate(job_id)
+        if not hub.terminate(job_id):
+            continue
+        # the job's agent participant gets a grace period to leave, then is removed
+        identity = hub.jobs[job_id].job.state.participant_identity
+        p = room.participants.get(identity) if identity else None
+        if p is not None:
+            call.server.start_soon(_remove_agent_after_grace, call.server, room, p)
     return _copy(d)
 
 
@@ -478,6 +538,13 @@ SERVICES: Mapping[str, Mapping[str, _Method]] = {
 
 
 # --- the HTTP side -------------------------------------------------------------------
+
+
+NOT_FOUND_PAGE = b"404 page not found\n"
+
+
+def _known_service(path: str) -> bool:
+    return any(path.startswith(f"{PREFIX}/{PACKAGE}.{name}/") for name in SERVICES)
 
 
 def _route(method: str, path: str) -> _Method:
@@ -510,12 +577,38 @@ def _decode(m: _Method, body: bytes, is_json: bool) -> Message:
     return msg
 
 
+def _emit_null_messages(msg: Message, data: dict[str, Any]) -> None:
+    """Go's protojson with ``EmitUnpopulated`` writes an unset message field as ``null``.
+
+    Python's ``MessageToDict`` leaves it out; put the ``null`` in (recursively),
+    except for oneof members, which Go leaves out too.
+    """
+    for fd in msg.DESCRIPTOR.fields:
+        sub = fd.message_type
+        if sub is None or fd.containing_oneof is not None or sub.full_name.startswith("google."):
+            continue
+        if fd.is_repeated:
+            if sub.GetOptions().map_entry:
+                value_fd = sub.fields_by_name["value"]
+                if value_fd.message_type is not None:
+                    for key, item in getattr(msg, fd.name).items():
+                        _emit_null_messages(item, data[fd.name][str(key)])
+            else:
+                for item, out in zip(getattr(msg, fd.name), data[fd.name], strict=True):
+                    _emit_null_messages(item, out)
+        elif msg.HasField(fd.name):
+            _emit_null_messages(getattr(msg, fd.name), data[fd.name])
+        else:
+            data[fd.name] = None
+
+
 def _encode(msg: Message, is_json: bool) -> bytes:
     if is_json:
         # twirp's protojson options: proto field names, unpopulated fields emitted
         data = json_format.MessageToDict(
             msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
         )
+        _emit_null_messages(msg, data)
         return json.dumps(data, separators=(",", ":")).encode()
     return msg.SerializeToString()
 
@@ -529,6 +622,10 @@ async def handle_twirp(
     except _PlainError as exc:
         return exc.status, exc.text.encode(), TEXT
     path = request.path
+    if not _known_service(path):
+        # LiveKit mounts each service's Twirp handler at its own prefix; any
+        # other path falls through to Go's mux
+        return 404, NOT_FOUND_PAGE, TEXT
     try:
         m = _route(method, path)
         ctype = request.headers.get("content-type", "")
