@@ -500,8 +500,6 @@ async def test_bad_token_and_url_raise_connect_error(
     )
     with pytest.raises(rtc.ConnectError, match="roomJoin"):
         await room.run(server.url, no_join)
-    with pytest.raises(rtc.ConnectError, match="livekit backend is not available"):
-        await room.run("ws://127.0.0.1:7880", good)
     with pytest.raises(rtc.ConnectError, match="memory://nowhere"):
         await room.run("memory://nowhere", good)
     assert server.rooms.get(ROOM) is None  # nothing was created by the failures

@@ -184,6 +184,28 @@ def _reap_one() -> tuple[int, int] | None:
     return os.waitpid(info.si_pid, 0)
 
 
+class ForkUnsafeError(RuntimeError):
+    """The zygote cannot fork job processes safely (LiveKit's native client runs in it)."""
+
+
+def livekit_native_threads() -> list[str]:
+    """Names of the threads of LiveKit's native client in this process (Linux; else [])."""
+    names: list[str] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return names
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            continue
+        if name.startswith(("tokio-rt", "livekit")):
+            names.append(name)
+    return sorted(set(names))
+
+
 def main() -> None:  # pragma: no cover - runs in its own process; tested end to end
     from ._child import job_process_main
 
@@ -206,11 +228,22 @@ def main() -> None:  # pragma: no cover - runs in its own process; tested end to
         # the heavy imports every job needs, done once here
         importlib.import_module("trio_agents._job._context")
         importlib.import_module("trio_agents.api")
+        # the SDK's Python side (about 0.1 s); importing it starts nothing
+        # native (checked below): its native client starts in the job process
+        importlib.import_module("livekit.rtc")
         for name in spec.preload:
             importlib.import_module(name)
         entrypoint = resolve(spec.entrypoint)
         setup_fnc = resolve(spec.setup_fnc) if spec.setup_fnc else None
-    except NotDefinedError as exc:
+        native = livekit_native_threads()
+        if native:
+            raise ForkUnsafeError(
+                "the agent module started LiveKit's native client (livekit.rtc) when it "
+                f"was imported (threads: {', '.join(native)}); job processes are forked "
+                "from the imported module and could not use it: create livekit.rtc objects "
+                "in the entrypoint or in setup_fnc (prewarm), which run in the job process"
+            )
+    except (NotDefinedError, ForkUnsafeError) as exc:
         _send(sock, ZygoteError(str(exc)))  # the message says it all
         sys.exit(1)
     except BaseException as exc:  # from the agent's module: its traceback helps

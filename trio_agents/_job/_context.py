@@ -22,8 +22,8 @@ import inspect
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
@@ -44,6 +44,8 @@ from ._logging import install_record_factory, job_log_fields
 
 if TYPE_CHECKING:
     from ..api import LiveKitAPI
+
+T = TypeVar("T")
 
 logger = logging.getLogger("trio_agents.job")
 
@@ -268,6 +270,17 @@ class JobContext:
         fields.update(self.log_context_fields)
         return fields
 
+    async def aio(self, coro_fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> T:
+        """Await the asyncio coroutine function ``coro_fn(*args)`` from trio.
+
+        It runs as a task on the job's asyncio loop thread (the one the livekit
+        backend uses), so asyncio libraries (the official ``LiveKitAPI``,
+        plugins) work from a trio agent.  Its exceptions arrive as themselves;
+        cancelling the trio caller cancels the asyncio task and waits for its
+        cleanup; an asyncio-side cancellation arrives as ``asyncio.CancelledError``.
+        """
+        return await rtc.current_bridge().run(coro_fn, *args)
+
     # --- connecting -------------------------------------------------------------------
 
     async def connect(
@@ -278,6 +291,10 @@ class JobContext:
         rtc_config: object | None = None,
     ) -> None:
         """Connect ``room``.  Idempotent; later calls return once connected.
+
+        ``e2ee`` (a ``livekit.rtc.E2EEOptions``) and ``rtc_config`` (a
+        ``livekit.rtc.RtcConfiguration``) go to the livekit backend; the
+        simulated backend refuses them with ``rtc.ConnectError``.
 
         Raises:
             rtc.ConnectError: the room could not be joined.
@@ -297,7 +314,11 @@ class JobContext:
             if not self._handlers_installed:  # once, however many attempts
                 self._install_room_handlers()
                 self._handlers_installed = True
-            options = rtc.RoomOptions(auto_subscribe=auto_subscribe is AutoSubscribe.SUBSCRIBE_ALL)
+            options = rtc.RoomOptions(
+                auto_subscribe=auto_subscribe is AutoSubscribe.SUBSCRIBE_ALL,
+                e2ee=e2ee,
+                rtc_config=rtc_config,
+            )
             self._record("connecting")
             try:
                 await self._nursery.start(self._room_task, options)
@@ -788,7 +809,10 @@ async def run_job(
         recorder=recorder,
     )
     try:
-        return await ctx._run(entrypoint)
+        # the job's asyncio loop thread (started on first use: by the livekit
+        # backend or ctx.aio), closed once the job tree has ended
+        async with rtc.open_asyncio_bridge():
+            return await ctx._run(entrypoint)
     except trio.Cancelled:
         raise
     except BaseException as exc:  # pragma: no cover - a bug in the tree itself

@@ -2,14 +2,18 @@
 
 ``Room`` connects through a backend chosen from the URL: the simulated
 backend (``memory://`` and ``sim+ws(s)://`` URLs, rooms hosted by
-``trio_agents.testing.LocalServer``) today; the livekit SDK backend
-(``ws(s)://``) later, behind the same interface (``_backend.Link``).
+``trio_agents.testing.LocalServer``) or the livekit backend (``ws(s)://``
+URLs: the official SDK on one asyncio loop thread, ``open_asyncio_bridge``),
+behind the same interface (``_backend.Link``).
 """
 
 from ._audio import AudioFrame as AudioFrame
 from ._audio import AudioFrameEvent as AudioFrameEvent
 from ._audio import AudioSource as AudioSource
 from ._backend import RoomOptions as RoomOptions
+from ._bridge import AsyncioBridge as AsyncioBridge
+from ._bridge import current_bridge as current_bridge
+from ._bridge import open_asyncio_bridge as open_asyncio_bridge
 from ._enums import ConnectionState as ConnectionState
 from ._enums import DisconnectReason as DisconnectReason
 from ._enums import ParticipantKind as ParticipantKind
@@ -47,6 +51,7 @@ from ._track import RemoteAudioTrack as RemoteAudioTrack
 from ._track import RemoteTrackPublication as RemoteTrackPublication
 
 __all__ = [
+    "AsyncioBridge",
     "AudioFrame",
     "AudioFrameEvent",
     "AudioSource",
@@ -86,4 +91,6 @@ __all__ = [
     "TrackUnpublished",
     "TrackUnsubscribed",
     "connect_room",
+    "current_bridge",
+    "open_asyncio_bridge",
 ]

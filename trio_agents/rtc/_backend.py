@@ -37,10 +37,23 @@ class RoomOptions:
         auto_subscribe: subscribe to every remote track (present and future).
             With False nothing is subscribed until ``publication.set_subscribed(True)``.
         connect_timeout: seconds allowed for the connection and the join answer.
+        e2ee: a ``livekit.rtc.E2EEOptions``, passed to the livekit backend as the
+            room's ``encryption``; the simulated backend refuses it (``ConnectError``).
+        rtc_config: a ``livekit.rtc.RtcConfiguration`` for the livekit backend
+            (ICE servers, transport policy); the simulated backend refuses it.
+        text_topics: the topics whose text streams the room delivers as
+            ``TextReceived``.  None: every topic on the simulated backend;
+            ``""``, ``"chat"`` and ``"lk.chat"`` on the livekit backend (the SDK receives
+            text streams per registered topic only).
     """
 
     auto_subscribe: bool = attrs.field(default=True, validator=attrs.validators.instance_of(bool))
     connect_timeout: float = attrs.field(default=10.0)
+    e2ee: object | None = None
+    rtc_config: object | None = None
+    text_topics: tuple[str, ...] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple)
+    )
 
     @connect_timeout.validator
     def _check_timeout(self, _attribute: object, value: float) -> None:
@@ -69,6 +82,12 @@ class LinkSink(Protocol):
     def on_data(self, packet: models.DataPacket) -> None: ...
 
     def on_audio(self, track_sid: str, frame: AudioFrame) -> None: ...
+
+    def on_track_unsubscribed(self, track_sid: str) -> None: ...
+
+    def on_text(self, sender_identity: str, topic: str, text: str) -> None:
+        """A whole text stream (backends that assemble streams themselves)."""
+        ...
 
 
 class Link(Protocol):
@@ -118,7 +137,8 @@ def open_link(url: str, token: str, options: RoomOptions) -> Link:
 
     * ``sim+ws://host:port``, ``sim+wss://...`` and ``memory://NAME``: the
       simulated backend (``ws(s)://host:port/rtc/sim`` on the stand-in server);
-    * ``ws://``, ``wss://``, ``http(s)://``: the livekit backend (not yet available).
+    * ``ws://``, ``wss://``, ``http(s)://``: the livekit backend (the official
+      SDK on the asyncio bridge, see ``_livekit``).
 
     Raises:
         ConnectError: no backend for this URL.
@@ -134,12 +154,16 @@ def open_link(url: str, token: str, options: RoomOptions) -> Link:
     elif scheme == "memory":
         target = url
     elif scheme in ("ws", "wss", "http", "https"):
-        raise ConnectError(
-            f"the livekit backend is not available yet, cannot connect to {url!r}; "
-            "use a simulated URL (sim+ws://host:port or memory://NAME) with the stand-in server"
-        )
+        from ._livekit import LivekitLink
+
+        return LivekitLink(url, token, options)
     else:
         raise ValueError(f"url must be ws(s)://, sim+ws(s):// or memory://, got {url!r}")
+    if options.e2ee is not None or options.rtc_config is not None:
+        raise ConnectError(
+            "the simulated backend supports neither e2ee nor rtc_config; "
+            "they apply to the livekit backend (ws:// and wss:// URLs)"
+        )
     from ._simulated import SimulatedLink
 
     return SimulatedLink(target, token, options)

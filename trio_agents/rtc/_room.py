@@ -247,7 +247,9 @@ class Room:
         Use with ``await nursery.start(room.run, url, token, options)``.  The
         backend is chosen from ``url``: ``memory://NAME``, ``sim+ws://`` and
         ``sim+wss://`` are simulated (stand-in server); ``ws(s)://`` is the
-        livekit backend, not available yet.
+        livekit backend (the official SDK, driven on the asyncio bridge; a
+        bridge is opened for the run if none is open, see
+        ``open_asyncio_bridge``).
 
         Returns:
             why the connection ended (also in ``disconnect_reason``).
@@ -607,6 +609,16 @@ class Room:
         if entry is not None and entry[1].track is not None:
             entry[1].track._push(frame)
 
+    def on_track_unsubscribed(self, track_sid: str) -> None:
+        entry = self._publications.get(track_sid)
+        if entry is not None:
+            self._unsubscribe(*entry)
+            self._changed.notify()
+
+    def on_text(self, sender_identity: str, topic: str, text: str) -> None:
+        participant = self._remotes.get(sender_identity) if sender_identity else None
+        self._emit(TextReceived(text, participant, topic))
+
     # --- model helpers --------------------------------------------------------------
 
     def _add_publication(
@@ -710,13 +722,22 @@ async def connect_room(
     Owns its own nursery: on exit the room is disconnected (bounded); if the
     server ends the connection meanwhile, the block keeps running with a
     disconnected room (check ``room.isconnected()`` or ``wait_disconnected``).
+    Errors arrive as themselves (``ConnectError``, or what the block raised),
+    not inside an exception group.
     """
     room = Room()
-    async with trio.open_nursery() as nursery:
-        await nursery.start(room.run, url, token, options)
-        try:
-            yield room
-        finally:
-            with trio.move_on_after(DISCONNECT_TIMEOUT + 1, shield=True):
-                await room.disconnect()
-            nursery.cancel_scope.cancel()
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(room.run, url, token, options)
+            try:
+                yield room
+            finally:
+                with trio.move_on_after(DISCONNECT_TIMEOUT + 1, shield=True):
+                    await room.disconnect()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # the room's task ends without error once disconnected: the group holds
+        # what the block (or the connect) raised, alone
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
