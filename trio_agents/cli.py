@@ -7,6 +7,7 @@ worker and simulated participants together.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import sys
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import trio
 
+from ._groups import sole_error
 from ._logging import setup_logging
 
 if TYPE_CHECKING:
@@ -44,7 +46,7 @@ def _run_worker(server: AgentServer) -> None:
     from ._worker._server import WorkerError
 
     try:
-        trio.run(server.run)
+        trio.run(functools.partial(server.run, handle_signals=True))
     except WorkerError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:  # pragma: no cover - signals are handled by run()
@@ -133,7 +135,7 @@ def build_app_cli(server: AgentServer) -> click.Group:
             from .api import LiveKitAPI
 
             async with trio.open_nursery() as nursery:
-                await nursery.start(server.run)
+                await nursery.start(functools.partial(server.run, handle_signals=True))
                 await server.wait_registered()
                 async with LiveKitAPI(server.ws_url, server.api_key, server.api_secret) as lk:
                     await lk.agent_dispatch.create_dispatch(
@@ -146,8 +148,13 @@ def build_app_cli(server: AgentServer) -> click.Group:
 
         try:
             trio.run(main)
-        except* WorkerError as group:
-            _fail(str(group.exceptions[0]))
+        except BaseException as exc:
+            # (a plain except: before Python 3.11.4, sys.exit inside except*
+            # comes out wrapped in a group)
+            error = sole_error(exc)
+            if not isinstance(error, WorkerError):
+                raise
+            _fail(str(error))
 
     return app
 
@@ -210,8 +217,11 @@ def local_server(
 
     try:
         trio.run(serve)
-    except* OSError as group:
-        _fail(f"cannot listen on {host}:{port}: {group.exceptions[0]}")
+    except BaseException as exc:
+        error = sole_error(exc)
+        if not isinstance(error, OSError):
+            raise
+        _fail(f"cannot listen on {host}:{port}: {error}")
 
 
 @main.command(help="Run the demo: stand-in server, a worker and simulated participants.")

@@ -423,6 +423,8 @@ async def test_teardown_order(autojump_clock: Clock) -> None:
 
     result = await simulate_job(entrypoint, delete_room_on_close=True)
     phases = [e.args[0] for e in result.of_kind("phase_done")]
-    assert phases == ["drain", "cancel_work", "report", "delete_room", "disconnect", "callbacks", "close_api"]
+    assert phases == [
+        "drain", "cancel_work", "report", "delete_room", "disconnect", "callbacks", "close_api"
+    ]
     assert result.kinds()[-1] == "outcome"
     assert result.outcome == JobOutcome(kind=OutcomeKind.CLEAN, reason="done")

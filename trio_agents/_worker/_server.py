@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -34,6 +33,7 @@ from livekit.protocol import agent
 
 from .. import protocol
 from .._errors import ConnectFailed, ConnectionClosed, HandshakeRejected, TrioAgentsError
+from .._groups import sole_error
 from .._health import health_app
 from .._http import serve_tcp
 from .._job._control import JobControl
@@ -60,6 +60,8 @@ REQUEST_ANSWER_TIMEOUT = 8.0
 REGISTER_RESPONSE_TIMEOUT = 10.0
 #: How long closing may take to send what is queued and say goodbye (close frame).
 CLOSE_CONNECTION_TIMEOUT = 3.0
+#: How long closing waits for the final job statuses to be written.
+FLUSH_TIMEOUT = 2.0
 LOAD_INTERVAL = 0.5
 #: Longest error string sent in an UpdateJobStatus.
 MAX_STATUS_ERROR = 16 * 1024
@@ -89,6 +91,8 @@ class _Job:
     info: RunningJobInfo
     control: JobControl
     status_sent: bool = False
+    #: The final status was queued (once: the job's report, or its end).
+    final_sent: bool = False
 
 
 class AgentServer:
@@ -201,6 +205,11 @@ class AgentServer:
         self._jobs_nursery: trio.Nursery | None = None
         self._executor: Any = None
         self._hard_exit: Callable[[int], None] = os._exit
+        # what the current connection's writer has written, for callers that
+        # must know a message left (a job's final status, before it leaves its room)
+        self._queued = 0
+        self._written = 0
+        self._on_written: dict[int, Callable[[bool], None]] = {}
 
     # --- configuration ------------------------------------------------------------
 
@@ -340,22 +349,53 @@ class AgentServer:
     async def run(
         self,
         *,
-        handle_signals: bool | None = None,
+        handle_signals: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run the worker until ``aclose()``/``drain()`` finish or a signal drains it.
+        """Run the worker until ``aclose()``/``drain()`` finish.
 
-        ``handle_signals`` (default: when called from the main thread) makes the
-        first SIGTERM/SIGINT drain and the second exit the process at once.
+        A trio library call: ``await nursery.start(server.run)`` returns once
+        the worker is registered (ready to take jobs).  Cancelling it (or a
+        KeyboardInterrupt through it) is a drain-less shutdown: every job gets
+        its full, bounded teardown, final statuses are flushed (bounded), the
+        connection closes, then the cancellation goes on.
+
+        ``handle_signals=True`` (``run_app`` asks for it) makes the first
+        SIGTERM/SIGINT drain and the second exit the process at once; by
+        default ``run`` leaves signals to the application.
 
         Raises:
             WorkerError: bad configuration, rejected credentials, or the server
-                stayed unreachable for ``max_retry`` attempts.
+                stayed unreachable for ``max_retry`` attempts.  Errors leave
+                ``run`` as themselves, never wrapped in exception groups.
         """
         if self._running:
             raise RuntimeError("this AgentServer is already running")
         session = self.session
         url, key, secret = self._resolve()
+        escaped: BaseException | None = None
+        try:
+            await self._run(url, key, secret, session, handle_signals, task_status)
+        except BaseException as exc:
+            escaped = exc
+        if escaped is not None:
+            # one error (WorkerError, KeyboardInterrupt, ...) as itself, however
+            # many of our nurseries it crossed; raised outside the except clause
+            raise sole_error(escaped) or escaped
+
+    def _closing_bound(self) -> float:
+        """How long a shutdown may take: the jobs' budget (+1 s), the flush, the goodbye."""
+        return self.shutdown_process_timeout + 1.0 + FLUSH_TIMEOUT + CLOSE_CONNECTION_TIMEOUT + 1.0
+
+    async def _run(
+        self,
+        url: str,
+        key: str,
+        secret: str,
+        session: RtcSession,
+        handle_signals: bool,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
         self._running = True
         self._close_requested = trio.Event()
         if self._registered.is_set():  # a previous run; keep an event someone already waits on
@@ -366,55 +406,118 @@ class AgentServer:
         self._draining = False
         self._connection_failed = None
         self._fatal = None
-        if handle_signals is None:
-            handle_signals = threading.current_thread() is threading.main_thread()
         from .._executor import ExecutorStartError, make_executor
 
         self._executor = make_executor(self)
         load_fnc = _load_sampler(self)
+        interrupted: list[KeyboardInterrupt] = []
+        finished = False
+        # Everything runs shielded from the caller's cancellation; the guard
+        # task hears it and turns it into a bounded close.
+        work = trio.CancelScope(shield=True)
+
+        def close_now() -> None:
+            if not self._close_requested.is_set():
+                logger.info("worker cancelled: shutting down %d jobs", len(self._jobs))
+            self._request_close()
+            work.deadline = min(work.deadline, trio.current_time() + self._closing_bound())
+
+        async def guard() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                if not finished:
+                    close_now()
+
         try:
-            async with trio.open_nursery() as service:
-                if self.port is not None:
-                    app = health_app(self._health, self.worker_info)
-                    try:
-                        self.health_port = await service.start(serve_tcp, app, self.host, self.port)
-                    except* OSError as group:  # hypercorn raises it inside its nurseries
-                        raise WorkerError(
-                            f"cannot serve the health check on {self.host}:{self.port}: "
-                            f"{group.exceptions[0]}"
-                        ) from None
-                    logger.info(
-                        "health server listening on http://%s:%d", self.host, self.health_port
-                    )
-                if handle_signals:
-                    await service.start(self._watch_signals, service)
-                service.start_soon(self._sample_load, load_fnc)
+            async with trio.open_nursery() as guard_nursery:
+                guard_nursery.start_soon(guard)
                 try:
-                    await self._executor.start(service)
-                except ExecutorStartError as exc:
-                    raise WorkerError(f"cannot start job processes: {exc}") from None
-                service.start_soon(self._connection_task, url, key, secret, session)
-                task_status.started()
-                try:
-                    async with trio.open_nursery() as jobs:
-                        self._jobs_nursery = jobs
-                        await self._close_requested.wait()
-                        await self._shutdown_jobs()
+                    with work:
+                        await self._serve(
+                            url, key, secret, session, handle_signals, task_status, load_fnc,
+                            ExecutorStartError, close_now, interrupted,
+                        )
                 finally:
-                    self._jobs_nursery = None
-                await self._flush_statuses()
-                await self._close_connection()
-                service.cancel_scope.cancel()
-        except* WorkerError as group:
-            raise group.exceptions[0] from None
+                    finished = True
+                guard_nursery.cancel_scope.cancel()
         finally:
             self._running = False
             self._closed.set()
             if self._executor is not None:
                 with trio.CancelScope(shield=True):
                     await self._executor.aclose()
+        if interrupted:
+            raise interrupted[0]
         if self._fatal is not None:
             raise self._fatal
+
+    async def _serve(
+        self,
+        url: str,
+        key: str,
+        secret: str,
+        session: RtcSession,
+        handle_signals: bool,
+        task_status: trio.TaskStatus[None],
+        load_fnc: Callable[[], float],
+        start_error: type[Exception],
+        close_now: Callable[[], None],
+        interrupted: list[KeyboardInterrupt],
+    ) -> None:
+        async with trio.open_nursery() as service:
+            if self.port is not None:
+                app = health_app(self._health, self.worker_info)
+                bind_error: OSError | None = None
+                try:
+                    self.health_port = await service.start(serve_tcp, app, self.host, self.port)
+                except BaseException as exc:  # hypercorn raises it inside its nurseries
+                    error = sole_error(exc)
+                    if not isinstance(error, OSError):
+                        raise
+                    bind_error = error
+                if bind_error is not None:
+                    raise WorkerError(
+                        f"cannot serve the health check on {self.host}:{self.port}: {bind_error}"
+                    )
+                logger.info("health server listening on http://%s:%d", self.host, self.health_port)
+            if handle_signals:
+                await service.start(self._watch_signals, service)
+            service.start_soon(self._sample_load, load_fnc)
+            cause: Exception | None = None
+            try:
+                await self._executor.start(service)
+            except start_error as exc:
+                cause = exc
+            if cause is not None:
+                raise WorkerError(f"cannot start job processes: {cause}")
+            service.start_soon(self._connection_task, url, key, secret, session)
+            try:
+                async with trio.open_nursery() as jobs:
+                    self._jobs_nursery = jobs
+                    try:
+                        # started = ready to serve: registered, so that a
+                        # dispatch made right after start() finds this worker
+                        await _first_of(self._registered.wait, self._close_requested.wait)
+                        if self._registered.is_set():
+                            task_status.started()
+                        await self._close_requested.wait()
+                    except KeyboardInterrupt as exc:
+                        # Ctrl-C into this task (run() in trio's main task): a
+                        # bounded close like a cancellation, then it goes on up
+                        interrupted.append(exc)
+                        close_now()
+                    await self._shutdown_jobs()
+                    # what did not end within its budget (+1 s) is given up
+                    jobs.cancel_scope.cancel()
+            finally:
+                self._jobs_nursery = None
+            await self._flush_statuses()
+            await self._close_connection()
+            service.cancel_scope.cancel()
+        if not self._registered.is_set() and self._fatal is None and not interrupted:
+            # closed before it ever registered: start() returns, run() is over
+            task_status.started()
 
     async def _connection_task(self, url: str, key: str, secret: str, session: RtcSession) -> None:
         """The connection loop; a failure for good closes the worker like ``aclose``.
@@ -482,7 +585,7 @@ class AgentServer:
 
     async def _flush_statuses(self) -> None:
         """Give queued final statuses a bounded chance to reach the server."""
-        with trio.move_on_after(2.0):
+        with trio.move_on_after(FLUSH_TIMEOUT):
             await self._jobs_changed.wait_until(
                 lambda: not self._unreported or self._conn is None
             )
@@ -628,6 +731,8 @@ class AgentServer:
             event.worker_id, session.agent_name, event.server_info.version,
         )
         send_ch, recv_ch = trio.open_memory_channel[bytes](math.inf)
+        self._queued = self._written = 0
+        self._on_written = {}
         self._conn = conn
         self._send_channel = send_ch
         # re-announce jobs that outlived the previous connection, then their news
@@ -646,6 +751,10 @@ class AgentServer:
         async def writer() -> None:
             async for data in recv_ch:
                 await ws.send_message(data)
+                self._written += 1
+                confirm = self._on_written.pop(self._written, None)
+                if confirm is not None:
+                    confirm(True)
             # closed by stopper(): all that was queued is sent; end the session
             # normally, so that the websocket closes with a close frame
             nursery.cancel_scope.cancel()
@@ -700,6 +809,9 @@ class AgentServer:
             self._send_channel = None
             for ch in list(self._pending_assignments.values()):
                 ch.send_nowait(None)
+            unwritten, self._on_written = self._on_written, {}
+            for confirm in unwritten.values():
+                confirm(False)
         if error is not None:
             raise error
 
@@ -728,12 +840,21 @@ class AgentServer:
             case protocol.Pong() | protocol.Registered():
                 pass
 
-    def _send(self, event: protocol.Event) -> bool:
-        """Send now if connected; False if there is no connection."""
+    def _send(
+        self, event: protocol.Event, on_written: Callable[[bool], None] | None = None
+    ) -> bool:
+        """Send now if connected; False if there is no connection.
+
+        ``on_written(True)`` once the writer wrote it, ``(False)`` if the
+        connection ended first (not called when this returns False).
+        """
         conn, ch = self._conn, self._send_channel
         if conn is None or ch is None:
             return False
         ch.send_nowait(conn.send(event))
+        self._queued += 1
+        if on_written is not None:
+            self._on_written[self._queued] = on_written
         return True
 
     def _send_status(self) -> None:
@@ -747,10 +868,25 @@ class AgentServer:
             )
         self._send(ev)
 
-    def _send_final(self, update: protocol.UpdateJobStatus) -> None:
+    def _send_final(
+        self, update: protocol.UpdateJobStatus, on_done: Callable[[], None] | None = None
+    ) -> None:
+        """Send a final status; it stays queued (for the next connection) until written.
+
+        ``on_done()`` once it is written, or once it is clear that it waits for
+        another connection.
+        """
         self._unreported[update.job_id] = update
-        if self._send(update):
-            self._unreported.pop(update.job_id, None)
+
+        def written(ok: bool) -> None:
+            if ok and self._unreported.get(update.job_id) is update:
+                del self._unreported[update.job_id]
+            self._jobs_changed.notify()
+            if on_done is not None:
+                on_done()
+
+        if not self._send(update, written) and on_done is not None:
+            on_done()
         self._jobs_changed.notify()
 
     # --- availability and launch ------------------------------------------------------
@@ -870,6 +1006,9 @@ class AgentServer:
         job.status_sent = self._send(
             protocol.UpdateJobStatus(job_id=job_id, status=agent.JS_RUNNING)
         )
+        # the job reports its outcome before it leaves its room: send it at once
+        job.control.on_report(lambda outcome: self._report(job, outcome))
+        outcome: JobOutcome | None = None
         try:
             outcome = await self._executor.run(job.info, job.control, self.session)
         except Exception as exc:  # an executor bug must not take the worker down
@@ -877,14 +1016,33 @@ class AgentServer:
             outcome = JobOutcome(kind=OutcomeKind.CRASHED, reason="executor error", error=repr(exc))
         finally:
             self._jobs.pop(job_id, None)
+            if outcome is None:  # given up on (past its budget) or cancelled
+                outcome = JobOutcome(
+                    kind=OutcomeKind.CRASHED,
+                    reason="worker shut down",
+                    error="the worker gave up on the job: it did not end within "
+                    f"shutdown_process_timeout={self.shutdown_process_timeout:g}s",
+                )
+            # (no-op when it reported already: the status sent stands)
+            self._report(job, outcome)
+            self._jobs_changed.notify()
         logger.info(
-            "job %s ended: %s (%s) after %.2f s",
+            "job %s ended: %s (%s) after %.2f s%s",
             job_id, outcome.kind.value, outcome.reason or outcome.error, time.monotonic() - started,
+            f"; teardown errors: {'; '.join(outcome.teardown_errors)}"
+            if outcome.teardown_errors else "",
         )
+
+    def _report(self, job: _Job, outcome: JobOutcome) -> None:
+        """Send a job's final status (once); the job hears when it is on its way."""
+        if job.final_sent:
+            return
+        job.final_sent = True
         self._send_final(
             protocol.UpdateJobStatus(
-                job_id=job_id, status=outcome.job_status, error=_cut(outcome.error)
-            )
+                job_id=job.info.job.id, status=outcome.job_status, error=_cut(outcome.error)
+            ),
+            on_done=job.control.mark_delivered,
         )
 
 
@@ -944,3 +1102,15 @@ async def _default_on_request(req: JobRequest) -> None:
 
 class _RegisterTimeout(TrioAgentsError):
     pass
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return once the first of ``waits`` returns."""
+    async with trio.open_nursery() as nursery:
+
+        async def one(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(one, wait)

@@ -1,0 +1,161 @@
+"""AgentServer.run as a trio library call, and the job's final status on every path.
+
+Issue 9: outer cancellation is a drain-less shutdown with each job's bounded
+teardown and a flushed final status (row 1); the status reaches the server
+while the agent is still in the room (row 6); ``run()`` leaves signals alone
+unless asked (row 8); ``nursery.start(server.run)`` returns once registered
+(row 12).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from livekit.protocol import agent
+from worker_helpers import make_worker, watchdog
+
+from trio_agents import JobContext
+from trio_agents.testing import LocalServer, open_local_server
+
+TERMINAL = (agent.JS_SUCCESS, agent.JS_FAILED)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LocalServer]:
+    async with open_local_server() as s, trio.open_nursery() as nursery:
+        nursery.start_soon(watchdog)
+        yield s
+        nursery.cancel_scope.cancel()
+
+
+def watch_status_vs_room(server: LocalServer, room: str, seen: list[tuple[int, bool]]) -> None:
+    """Record, at the instant the server records a final status, whether an agent is in the room."""
+    changes = server.agents.changes
+    notify = changes.notify
+
+    def spy() -> None:
+        for record in server.agents.jobs.values():
+            if (
+                record.job.room.name == room
+                and record.history
+                and record.history[-1] in TERMINAL
+                and not seen
+            ):
+                r = server.rooms.get(room)
+                in_room = r is not None and any(
+                    identity.startswith("agent-") for identity in r.participants
+                )
+                seen.append((record.history[-1], in_room))
+        notify()
+
+    changes.notify = spy  # type: ignore[method-assign]
+
+
+async def test_start_returns_once_the_worker_is_registered(
+    autojump_clock: trio.abc.Clock, server: LocalServer
+) -> None:
+    """Row 12: started = ready to serve; a dispatch right after start() finds the worker."""
+    ws = make_worker(server.url)
+
+    @ws.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        await ctx.connect()
+        ctx.shutdown("done")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        assert ws.worker_id is not None
+        assert ws.worker_id in server.agents.workers
+        server.create_room("at-once")
+        record = await server.wait_for_job(room="at-once")
+        await server.wait_for_job_status(record.job.id, *TERMINAL)
+        assert record.status == agent.JS_SUCCESS
+        await ws.aclose()
+
+
+async def test_run_leaves_signals_alone_unless_asked(
+    autojump_clock: trio.abc.Clock, server: LocalServer
+) -> None:
+    """Row 8: a library user keeps their own SIGINT handling."""
+    ws = make_worker(server.url)
+
+    @ws.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        await ctx.connect()
+
+    before = signal.getsignal(signal.SIGINT)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        assert signal.getsignal(signal.SIGINT) is before
+        await ws.aclose()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(lambda **kw: ws.run(handle_signals=True, **kw))
+        assert signal.getsignal(signal.SIGINT) is not before  # asked: it is the worker's
+        await ws.aclose()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+async def test_cancelling_run_shuts_every_job_down_and_flushes_its_status(
+    autojump_clock: trio.abc.Clock, server: LocalServer
+) -> None:
+    """Row 1: no hook ran and no final status was sent before."""
+    budget = 4.0
+    ws = make_worker(server.url, shutdown_process_timeout=budget)
+    hooks: list[str] = []
+    finals: list[bool] = []
+    connected = trio.Event()
+
+    @ws.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        async def hook(reason: str) -> None:
+            await trio.sleep(1)
+            hooks.append(reason)
+
+        ctx.add_shutdown_callback(hook)
+        await ctx.connect()
+        connected.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            finals.append(ctx.shutting_down.is_set())
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        server.create_room("cancelled")
+        record = await server.wait_for_job(room="cancelled")
+        await server.agents.changes.wait_until(lambda: len(record.history) >= 2)
+        await connected.wait()
+        t0 = trio.current_time()
+        nursery.cancel_scope.cancel()
+    elapsed = trio.current_time() - t0
+    assert hooks == ["worker shutting down"]
+    assert finals == [True]
+    assert record.status == agent.JS_SUCCESS
+    assert elapsed <= budget + 1 + 2 + 3  # budget (+1 s), a bounded flush and goodbye
+    assert ws.worker_id not in server.agents.workers or not server.agents.workers
+
+
+async def test_the_final_status_arrives_while_the_agent_is_in_the_room(
+    autojump_clock: trio.abc.Clock, server: LocalServer
+) -> None:
+    """Row 6: a LiveKit server fails a job whose agent leaves the room first."""
+    ws = make_worker(server.url)
+    seen: list[tuple[int, bool]] = []
+
+    @ws.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        await ctx.connect()
+        await trio.sleep(1)
+        ctx.shutdown("done")
+
+    watch_status_vs_room(server, "in-room", seen)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        server.create_room("in-room")
+        record = await server.wait_for_job(room="in-room")
+        await server.wait_for_job_status(record.job.id, *TERMINAL)
+        await ws.aclose()
+    assert seen == [(agent.JS_SUCCESS, True)]
