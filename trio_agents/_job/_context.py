@@ -541,6 +541,9 @@ class JobContext:
         self.shutting_down.set()
         self._shutdown_started.set()
         self._poke()
+        # the runner's clock (the PROCESS executor's kill, THREAD's abandon)
+        # starts now, without waiting for this event loop to be free again
+        self._control.shutdown_started(reason)
         self._record("shutdown", reason)
         # shutdown() may be called from outside the job (the worker's control
         # line, a webhook holding the context): stamp this job's fields anyway

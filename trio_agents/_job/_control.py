@@ -18,6 +18,7 @@ The outcome leaves the job twice:
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 
 import trio
@@ -39,6 +40,9 @@ class JobControl:
         self.reported: JobOutcome | None = None
         self._report_listeners: list[Callable[[JobOutcome], None]] = []
         self._delivered = trio.Event()
+        self._shutdown_listeners: list[Callable[[str, float], None]] = []
+        #: When the job's shutdown started (``time.monotonic()``), whoever started it.
+        self.shutdown_started_at: float | None = None
 
     # --- worker side ------------------------------------------------------------
 
@@ -53,6 +57,15 @@ class JobControl:
         """The worker started draining: the job should wrap up on its own."""
         self._draining.set()
         self._notify()
+
+    def on_shutdown_started(self, fn: Callable[[str, float], None]) -> None:
+        """Call ``fn(reason, monotonic_time)`` the moment the job's shutdown starts.
+
+        Called synchronously from ``JobContext.shutdown()``: ``fn`` must not
+        block and must not need the job's event loop (the job's next code may
+        block it), so that the runner's own clock starts at once.
+        """
+        self._shutdown_listeners.append(fn)
 
     def on_report(self, fn: Callable[[JobOutcome], None]) -> None:
         """Call ``fn(outcome)`` (sync, never blocking) when the job reports its outcome.
@@ -92,6 +105,14 @@ class JobControl:
         """Stop calling ``fn`` (no error if it is not subscribed)."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(fn)
+
+    def shutdown_started(self, reason: str) -> None:
+        """The job's shutdown started (called by the job, once)."""
+        if self.shutdown_started_at is not None:
+            return
+        self.shutdown_started_at = time.monotonic()
+        for fn in list(self._shutdown_listeners):
+            fn(reason, self.shutdown_started_at)
 
     def report(self, outcome: JobOutcome) -> bool:
         """Report the job's outcome now (first report wins); never blocks.

@@ -373,6 +373,14 @@ class AgentServer:
             raise RuntimeError("this AgentServer is already running")
         session = self.session
         url, key, secret = self._resolve()
+        if url.startswith("memory://") and self.job_executor_type is not JobExecutorType.INLINE:
+            # an in-memory stand-in lives in this trio run: a job thread's own
+            # run (or a job process) cannot reach it
+            raise WorkerError(
+                f"job_executor_type={self.job_executor_type.name} cannot run jobs against an "
+                f"in-memory server ({url}): use JobExecutorType.INLINE, or the stand-in over "
+                "TCP (its ws:// url)"
+            )
         escaped: BaseException | None = None
         try:
             await self._run(url, key, secret, session, handle_signals, task_status)
