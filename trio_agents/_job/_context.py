@@ -671,7 +671,7 @@ class JobContext:
             # anywhere in trio, but the job ends as failed, by its reason, with
             # its hooks; not as if its runner had cancelled it.
             if not _only_cancelled(raised) and self._shutdown_reason is None:
-                crash = _without_cancelled(raised)
+                crash = sole_error(raised) or _without_cancelled(raised)
                 self._entrypoint_error = crash
                 self._record("entrypoint_failed", _describe(crash))
                 self.shutdown(f"entrypoint raised {type(_first_leaf(crash)).__name__}")
