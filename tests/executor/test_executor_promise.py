@@ -111,7 +111,9 @@ async def test_job_code_ignoring_cancellation_is_reported_at_the_deadline(
     notes = tmp_path / "notes.txt"
     async with running_worker(executor, shutdown_process_timeout=budget) as (server, worker):
         with trio.fail_after(20):
-            job = await dispatch(server, "stubborn", agents.metadata("ignore_cancel", notes, block=5))
+            job = await dispatch(
+                server, "stubborn", agents.metadata("ignore_cancel", notes, block=5)
+            )
             await wait_for_note(notes, "ready")
             t0 = trio.current_time()
             server.agents.terminate(job.job.id)
