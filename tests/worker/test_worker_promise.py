@@ -159,3 +159,31 @@ async def test_the_final_status_arrives_while_the_agent_is_in_the_room(
         await server.wait_for_job_status(record.job.id, *TERMINAL)
         await ws.aclose()
     assert seen == [(agent.JS_SUCCESS, True)]
+
+
+async def test_a_worker_that_cannot_connect_says_why_and_not_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Row 13: "worker connection lost (ConnectFailed: cannot connect to ...: )" before."""
+    from trio_agents import WorkerError
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    for listener in listeners:
+        await listener.aclose()  # nobody listens there now
+    ws = make_worker(f"ws://127.0.0.1:{port}", max_retry=1)
+
+    @ws.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        pass
+
+    caplog.set_level("WARNING", logger="trio_agents.worker")
+    with trio.fail_after(30), pytest.raises(WorkerError) as raised:
+        await ws.run()
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 1
+    assert retries[0].startswith("cannot reach livekit (cannot connect to ")
+    assert "Connection refused" in retries[0]
+    assert "lost" not in retries[0]
+    assert str(raised.value).startswith(f"cannot reach livekit at ws://127.0.0.1:{port} ")
+    assert str(raised.value).endswith("Connection refused")

@@ -665,6 +665,7 @@ class AgentServer:
         retry = 0
         while not self._stop_connection.is_set():
             self._registered_this_attempt = False
+            unreachable = False
             try:
                 token = (
                     lkapi.AccessToken(key, secret)
@@ -684,8 +685,12 @@ class AgentServer:
                         f"(api key {key!r}): {exc.body or exc}"
                     ) from None
                 reason = str(exc)
+            except ConnectFailed as exc:
+                # never got a connection this time: say so, with the cause
+                # (refused, DNS, TLS, timeout), not "lost"
+                reason = str(exc)
+                unreachable = True
             except (
-                ConnectFailed,
                 ConnectionClosed,
                 protocol.RemoteProtocolError,
                 _RegisterTimeout,
@@ -697,11 +702,16 @@ class AgentServer:
                 retry = 0
             if retry >= self.max_retry:
                 self._connection_failed = reason
-                raise WorkerError(
-                    f"failed to connect to livekit at {url} after {retry + 1} attempts: {reason}"
-                )
+                verb = "cannot reach" if unreachable else "failed to connect to"
+                raise WorkerError(f"{verb} livekit at {url} after {retry + 1} attempts: {reason}")
             delay = min(retry * 2, 10)
-            logger.warning("worker connection lost (%s); retrying in %d s", reason, delay)
+            if unreachable:
+                logger.warning(
+                    "cannot reach livekit (%s); retrying in %d s (attempt %d of %d)",
+                    reason, delay, retry + 1, self.max_retry + 1,
+                )
+            else:
+                logger.warning("worker connection lost (%s); retrying in %d s", reason, delay)
             with trio.move_on_after(delay):
                 await self._stop_connection.wait()
             retry += 1
