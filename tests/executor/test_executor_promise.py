@@ -211,3 +211,30 @@ async def test_thread_jobs_cannot_use_an_in_memory_server() -> None:
         worker.rtc_session(agents.entrypoint)
         with pytest.raises(WorkerError, match="in-memory server"):
             await worker.run()
+
+
+async def test_memory_is_sampled_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Row 9: a full sample reads /proc/PID/smaps (milliseconds, per job, every second):
+    it ran on the worker's trio thread and stalled every job and the connection."""
+    import threading
+
+    from trio_agents._executor import _process
+
+    sampled_on: list[int] = []
+    real = _process._used_mb
+
+    def spy(p: Any) -> float:
+        sampled_on.append(threading.get_ident())
+        return real(p)
+
+    monkeypatch.setattr(_process, "_used_mb", spy)
+    notes = tmp_path / "notes.txt"
+    async with running_worker(job_memory_warn_mb=1) as (server, _):
+        with trio.fail_after(20):
+            job = await dispatch(server, "sampled", agents.metadata("wait", notes))
+            await wait_for(lambda: len(sampled_on) >= 2)
+            server.agents.terminate(job.job.id)
+            await wait_terminal(server, job)
+    assert threading.get_ident() not in sampled_on
