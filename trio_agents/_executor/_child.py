@@ -16,6 +16,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,8 +102,16 @@ class _IPCLogHandler(logging.Handler):
         return record.exc_text
 
 
-def _end_subprocesses() -> None:
-    """Terminate, then kill, every process this job process started."""
+#: How long the job's subprocesses get between SIGTERM and SIGKILL (at most; the
+#: job's deadline comes first).
+SUBPROCESS_GRACE = 0.5
+
+
+def _end_subprocesses(control: JobControl, budget: float) -> None:
+    """Terminate, then kill, every process this job process started.
+
+    The grace reads the job's deadline: none left, no grace.
+    """
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:  # pragma: no cover
@@ -110,7 +119,11 @@ def _end_subprocesses() -> None:
     for c in children:
         with contextlib.suppress(psutil.Error):
             c.terminate()
-    _, alive = psutil.wait_procs(children, timeout=0.5)
+    grace = SUBPROCESS_GRACE
+    if control.shutdown_started_at is not None:
+        left = control.shutdown_started_at + budget - time.monotonic()
+        grace = max(0.0, min(grace, left))
+    _, alive = psutil.wait_procs(children, timeout=grace)
     for c in alive:
         with contextlib.suppress(psutil.Error):
             c.kill()
@@ -247,7 +260,7 @@ async def _main(
                 raise
             logger.error("job code raised %s; the job process ends", type(exc).__name__)
             outcome = control.outcome
-        _end_subprocesses()
+        _end_subprocesses(control, msg.shutdown_process_timeout)
         await _send_quietly(stream, _ipc.Done(_fit(outcome)))
         # let queued log records out, briefly
         log_send.close()
