@@ -194,3 +194,35 @@ async def test_a_base_exception_of_a_participant_task_surfaces_as_itself(
     assert type(raised.value) is exc_type
     assert trace.args("hook") == [(f"entrypoint raised {exc_type.__name__}",)]
 
+
+
+async def test_leaving_the_room_reads_the_job_deadline_not_a_clock_of_its_own() -> None:
+    """Row 3: cut at the deadline, the room link's shielded close used its own 2 s
+    (the websocket close waited for a reader cancelled with it): a 0.5 s budget
+    ended 2.5 s after shutdown.  Real TCP and the real clock (the close is real
+    socket I/O); the job's own shielded cleanup takes 0.6 s."""
+    import attrs
+
+    budget = 0.5
+    marks: dict[str, float] = {}
+
+    async def entrypoint(ctx: JobContext) -> None:
+        await ctx.connect()
+        try:
+            marks["shutdown"] = trio.current_time()
+            ctx.shutdown("done")
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(budget + 0.1)
+
+    async with open_local_server(port=0) as srv:
+        info = job_info(srv, "over-tcp")
+        info = attrs.evolve(info, url=srv.url.replace("ws://", "sim+ws://", 1))
+        with trio.fail_after(30):
+            outcome = await run_job(info, entrypoint, JobControl(), shutdown_process_timeout=budget)
+        elapsed = trio.current_time() - marks["shutdown"]
+        room = srv.rooms.get("over-tcp")
+        assert room is None or info.accept_arguments.identity not in room.participants
+    assert outcome.kind is OutcomeKind.DEADLINE
+    assert elapsed < budget + 1.0, f"run_job returned {elapsed:.2f} s after shutdown"

@@ -682,6 +682,7 @@ class JobContext:
 
     async def _step(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """One teardown step: bounded by the deadline and shielded; errors recorded."""
+        started = trio.current_time()
         with trio.move_on_at(self._deadline, shield=True) as scope:
             try:
                 await fn()
@@ -696,7 +697,9 @@ class JobContext:
                 self._teardown_errors.append(error)
                 if rest is not None:
                     raise rest from None
-        late = not scope.cancelled_caught and trio.current_time() > self._deadline
+        # (crossed the deadline while it ran: one that starts after it is cut
+        # at its first checkpoint, and an earlier step already was late)
+        late = not scope.cancelled_caught and started <= self._deadline < trio.current_time()
         if scope.cancelled_caught or late:
             # by the clock: a step that blocked in sync code past the deadline
             # was never cancelled, and is as late as one that was
