@@ -187,3 +187,45 @@ async def test_a_worker_that_cannot_connect_says_why_and_not_lost(
     assert "lost" not in retries[0]
     assert str(raised.value).startswith(f"cannot reach livekit at ws://127.0.0.1:{port} ")
     assert str(raised.value).endswith("Connection refused")
+
+
+async def test_an_inline_job_ignoring_cancellation_is_given_up_at_the_deadline(
+    autojump_clock: trio.abc.Clock, server: LocalServer
+) -> None:
+    """Row 4 on INLINE: the outcome at the deadline; the worker stops waiting for the
+    job at budget + 0.5 s (its task runs on until its shield ends)."""
+    budget = 1.0
+    ws = make_worker(server.url, shutdown_process_timeout=budget)
+    ready = trio.Event()
+    cleanup_over: list[float] = []
+
+    @ws.rtc_session()
+    async def entry(ctx: JobContext) -> None:
+        await ctx.connect()
+        ready.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.sleep(8)
+            cleanup_over.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(ws.run)
+        server.create_room("stubborn")
+        record = await server.wait_for_job(room="stubborn")
+        await ready.wait()
+        t0 = trio.current_time()
+        assert server.agents.terminate(record.job.id)
+        await server.wait_for_job_status(record.job.id, *TERMINAL)
+        reported_after = trio.current_time() - t0
+        with trio.fail_after(budget + 1):
+            while ws.active_jobs:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        given_up_after = trio.current_time() - t0
+        await ws.aclose()
+    assert reported_after == pytest.approx(budget)
+    assert record.status == agent.JS_FAILED
+    assert "shutdown_process_timeout" in record.error
+    assert given_up_after <= budget + 1
+    assert cleanup_over == []  # it did run on, past its job
