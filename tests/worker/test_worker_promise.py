@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -229,3 +230,98 @@ async def test_an_inline_job_ignoring_cancellation_is_given_up_at_the_deadline(
     assert "shutdown_process_timeout" in record.error
     assert given_up_after <= budget + 1
     assert cleanup_over == []  # it did run on, past its job
+
+
+KI_SCRIPT = """
+import sys
+import trio
+from trio_agents import AgentServer, JobContext, JobExecutorType
+from trio_agents.testing import open_local_server
+
+
+async def main() -> None:
+    async with open_local_server(port=0) as srv:
+        ws = AgentServer(
+            srv.url, srv.api_key, srv.api_secret,
+            job_executor_type=JobExecutorType.INLINE, port=None, load_fnc=lambda: 0.0,
+            shutdown_process_timeout=2,
+        )
+
+        @ws.rtc_session()
+        async def entry(ctx: JobContext) -> None:
+            ctx.add_shutdown_callback(lambda reason: print("hook", reason, flush=True))
+            await ctx.connect()
+            print("ready", flush=True)
+            await trio.sleep_forever()
+
+        async def dispatch() -> None:
+            await ws.wait_registered()
+            srv.create_room("ki-room")
+            record = await srv.wait_for_job(room="ki-room")
+            records.append(record)
+
+        records: list = []
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(dispatch)
+                try:
+                    await ws.run()  # in trio's main task: Ctrl-C lands here
+                except BaseException as exc:
+                    print("raised", type(exc).__name__, flush=True)
+                    raise
+        finally:
+            print("status", records[0].status if records else None, flush=True)
+
+
+trio.run(main)
+"""
+
+
+async def test_ctrl_c_through_run_is_a_bounded_shutdown_with_hooks_and_status(
+    tmp_path: Path,
+) -> None:
+    """Row 1, the KeyboardInterrupt path: run() in trio's main task, SIGINT."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "ki_agent.py"
+    script.write_text(KI_SCRIPT)
+    with trio.fail_after(60):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, str(script)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        out = b""
+        while b"ready" not in out:
+            chunk = await proc.stdout.receive_some(4096)
+            assert chunk, out
+            out += chunk
+        proc.send_signal(signal.SIGINT)
+        async with trio.open_nursery() as nursery:
+            err: list[bytes] = []
+
+            async def read_err() -> None:
+                async for chunk in proc.stderr:  # type: ignore[union-attr]
+                    err.append(chunk)
+
+            nursery.start_soon(read_err)
+            async for chunk in proc.stdout:
+                out += chunk
+        code = await proc.wait()
+    text = out.decode()
+    # trio raises KeyboardInterrupt where unprotected code runs when the signal
+    # comes: almost always run()'s own wait (a drain-less shutdown), sometimes
+    # the INLINE job's code (the job fails by it); hooks and status either way
+    hooks = [line for line in text.splitlines() if line.startswith("hook ")]
+    assert hooks in (
+        ["hook worker shutting down"],
+        ["hook entrypoint raised KeyboardInterrupt"],
+    ), text
+    expected = "status 2" if hooks == ["hook worker shutting down"] else "status 3"
+    assert expected in text, text  # the final status reached the stand-in
+    assert code != 0, b"".join(err).decode()
+    assert "raised KeyboardInterrupt" in text, text  # as itself, not in a group

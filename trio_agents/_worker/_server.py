@@ -473,6 +473,7 @@ class AgentServer:
         close_now: Callable[[], None],
         interrupted: list[KeyboardInterrupt],
     ) -> None:
+        started: list[bool] = []
         async with trio.open_nursery() as service:
             if self.port is not None:
                 app = health_app(self._health, self.worker_info)
@@ -509,11 +510,16 @@ class AgentServer:
                         await _first_of(self._registered.wait, self._close_requested.wait)
                         if self._registered.is_set():
                             task_status.started()
+                            started.append(True)
                         await self._close_requested.wait()
-                    except KeyboardInterrupt as exc:
-                        # Ctrl-C into this task (run() in trio's main task): a
-                        # bounded close like a cancellation, then it goes on up
-                        interrupted.append(exc)
+                    except BaseException as exc:
+                        # Ctrl-C into this task (run() in trio's main task; maybe
+                        # inside a nursery of ours, so in a group): a bounded
+                        # close like a cancellation, then it goes on up
+                        ki = sole_error(exc)
+                        if not isinstance(ki, KeyboardInterrupt):
+                            raise
+                        interrupted.append(ki)
                         close_now()
                     await self._shutdown_jobs()
                     # what did not end within its budget (+1 s) is given up
@@ -523,7 +529,7 @@ class AgentServer:
             await self._flush_statuses()
             await self._close_connection()
             service.cancel_scope.cancel()
-        if not self._registered.is_set() and self._fatal is None and not interrupted:
+        if not started and self._fatal is None and not interrupted:
             # closed before it ever registered: start() returns, run() is over
             task_status.started()
 
