@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from tests.job.helpers import Clock, Trace, job_info
+from tests.job.helpers import Clock, Trace, job_info, wait_until
 from trio_agents import JobContext, rtc
 from trio_agents._job._context import run_job
 from trio_agents._job._control import JobControl
@@ -80,8 +80,14 @@ async def test_an_undelivered_report_holds_the_room_only_until_the_deadline(
         start = trio.current_time()
         outcome = await run_job(info, entrypoint, control, shutdown_process_timeout=3)
         assert trio.current_time() - start == pytest.approx(3)
-        room = srv.rooms.get("undelivered")
-        assert room is None or info.accept_arguments.identity not in room.participants
+
+        def agent_gone() -> bool:
+            room = srv.rooms.get("undelivered")
+            return room is None or info.accept_arguments.identity not in room.participants
+
+        # (cut at the deadline, the link is closed without a goodbye: the
+        # stand-in notices the closed connection a moment later)
+        await wait_until(agent_gone)
     assert len(reports) == 1
     assert reports[0].kind is OutcomeKind.CLEAN
     assert outcome.teardown_errors[0].startswith("report: was cut off at the deadline")
@@ -222,7 +228,11 @@ async def test_leaving_the_room_reads_the_job_deadline_not_a_clock_of_its_own() 
         with trio.fail_after(30):
             outcome = await run_job(info, entrypoint, JobControl(), shutdown_process_timeout=budget)
         elapsed = trio.current_time() - marks["shutdown"]
-        room = srv.rooms.get("over-tcp")
-        assert room is None or info.accept_arguments.identity not in room.participants
+
+        def agent_gone() -> bool:
+            room = srv.rooms.get("over-tcp")
+            return room is None or info.accept_arguments.identity not in room.participants
+
+        await wait_until(agent_gone)  # (closed without a goodbye: noticed a moment later)
     assert outcome.kind is OutcomeKind.DEADLINE
     assert elapsed < budget + 1.0, f"run_job returned {elapsed:.2f} s after shutdown"
