@@ -18,6 +18,11 @@ Invariants checked on every example:
 * the job ends at the first trigger, with the reason and outcome kind the
   model predicts, and the outcome reaches the control line at the predicted
   time, never later than shutdown start + ``shutdown_process_timeout``;
+* the outcome is reported once, when the work has unwound (before the room is
+  deleted or left): at that moment an agent whose room is still open is still
+  in it; the outcome it reports is the one the job ends with; DEADLINE only
+  when the unwinding itself hit the deadline, later cuts are noted in
+  ``teardown_errors``;
 * every hook starts exactly once; the ones that can finish within the budget
   finish exactly once; raising hooks are all in ``outcome.teardown_errors``;
 * participant entrypoints ran exactly once for each matching participant
@@ -187,6 +192,10 @@ class Expected:
     returns_at: float
     hooks_finish: bool
     pfn_for: frozenset[str]
+    #: When the outcome is reported (once the work unwound; before the room is left).
+    reported_at: float = 0.0
+    #: The teardown reached the deadline.
+    late: bool = False
 
 
 def expect(s: Scenario) -> Expected:
@@ -209,15 +218,20 @@ def expect(s: Scenario) -> Expected:
     # returned or raised before shutdown started
     awaiting = s.action in ("hang", "shutdown") or shutdown_at < action_at
     shielded = (s.shield or 0.0) if awaiting else 0.0
+    # the outcome is decided once the work unwound: only that step decides
+    # DEADLINE; later steps (the hooks) cut at the deadline are noted in it
     kind = OutcomeKind.CLEAN
     hooks_finish = shielded < BUDGET
+    if not hooks_finish:
+        kind = OutcomeKind.DEADLINE
     hook_time = max([HOOK_TIME.get(h, 0.0) for h in s.hooks], default=0.0)
     teardown = shielded + hook_time
-    if not hooks_finish or "hang" in s.hooks or teardown > BUDGET:
-        kind = OutcomeKind.DEADLINE
+    late = not hooks_finish or "hang" in s.hooks or teardown > BUDGET
+    if late:
         teardown = BUDGET
     if reason.startswith("entrypoint raised"):
         kind = OutcomeKind.ERROR
+    reported_at = shutdown_at + min(shielded, BUDGET)
     outcome_at = shutdown_at + teardown
     returns_at = max(outcome_at, shutdown_at + shielded)
 
@@ -241,6 +255,8 @@ def expect(s: Scenario) -> Expected:
         returns_at=returns_at,
         hooks_finish=hooks_finish,
         pfn_for=frozenset(pfn_for),
+        reported_at=reported_at,
+        late=late,
     )
 
 
@@ -381,8 +397,23 @@ async def episode(s: Scenario, obs: Observed) -> dict[str, Any]:
         await trio.sleep_until(start + when)
         fn()
 
+    def on_report(outcome: Any) -> None:
+        # the status goes out before the agent leaves: is the room open, is it in?
+        room = sim_server[0].rooms.get(ROOM)
+        # (a participant joining after a deletion re-creates a room of that name)
+        open_ = room is not None and room.info.sid == holder[0].job.room.sid
+        in_room = open_ and room is not None and any(
+            i.startswith("agent-") for i in room.participants
+        )
+        obs.add("reported", outcome, open_, in_room)
+        controls[0].mark_delivered()
+
+    sim_server: list[Any] = []
+
     async def script(sim: Simulation) -> None:
         controls.append(sim.control)
+        sim_server.append(sim.server)
+        sim.control.on_report(on_report)
         async with trio.open_nursery() as nursery:
             for p in s.people:
                 nursery.start_soon(person, sim, p)
@@ -442,6 +473,11 @@ async def episode(s: Scenario, obs: Observed) -> dict[str, Any]:
     }
 
 
+def reason_keeps_the_agent(reason: str) -> bool:
+    """The server did not end the agent's connection itself (room closed or deleted)."""
+    return reason != "room disconnected"
+
+
 def close(a: float, b: float) -> bool:
     return abs(a - b) < 1e-6
 
@@ -491,7 +527,23 @@ def check(s: Scenario, report: Callable[[str], object] = note) -> None:
     ]
     assert ends == sorted(finishing)
     raising = [n for n, kind in zip(names, s.hooks, strict=True) if kind.startswith("raise")]
-    assert sorted(outcome.teardown_errors) == sorted(f"ValueError: {n}" for n in raising)
+    marker = f"the deadline (shutdown_process_timeout={BUDGET:g}s)"
+    notes = [e for e in outcome.teardown_errors if e.endswith(marker)]
+    errors = [e for e in outcome.teardown_errors if not e.endswith(marker)]
+    assert sorted(errors) == sorted(f"ValueError: {n}" for n in raising)
+    if not exp.late:
+        assert notes == []
+    elif exp.hooks_finish:
+        assert notes  # the hooks ran past the deadline after the report: said so
+
+    # reported once, when the work unwound, before the agent left an open room
+    (reported,) = obs.of("reported")
+    assert close(reported[0], exp.reported_at), (reported[0], exp.reported_at)
+    reported_outcome, room_open, agent_in = reported[1]
+    assert reported_outcome.kind is outcome.kind
+    assert reported_outcome.reason == outcome.reason
+    if exp.connected and room_open and reason_keeps_the_agent(exp.reason):
+        assert agent_in
 
     # participant entrypoints: once per matching participant; all finished
     started = [a[0] for _, a in obs.of("pfn_start")]

@@ -14,9 +14,9 @@ dashboards work; the rest are ``trio_agents_*``.
 | `lk_agents_proc_initialize_duration_seconds` | histogram | prewarm time of a job process |
 | `trio_agents_jobs_started_total` | counter | jobs launched |
 | `trio_agents_jobs_ended_total{outcome}` | counter | jobs ended, by outcome |
-| `trio_agents_dispatch_to_entrypoint_seconds` | histogram | offer to the entrypoint's start |
+| `trio_agents_offer_to_launch_seconds` | histogram | the server's offer to the job's launch |
 | `trio_agents_teardown_seconds` | histogram | shutdown start to the outcome reported |
-| `trio_agents_hooks_cut_total` | counter | shutdown callbacks cut at the deadline |
+| `trio_agents_deadline_hits_total{step}` | counter | teardown steps (callbacks, ...) late or cut |
 | `trio_agents_teardown_errors_total` | counter | errors of teardown steps and hooks |
 | `trio_agents_reconnects_total` | counter | connections to the server after the first |
 | `trio_agents_idle_processes` | gauge | prewarmed job processes waiting for a job |
@@ -70,9 +70,9 @@ class WorkerMetrics:
         self.jobs_ended = Counter(
             "trio_agents_jobs_ended", "Jobs ended, by outcome", ["outcome"], registry=r
         )
-        self.dispatch_to_entrypoint = Histogram(
-            "trio_agents_dispatch_to_entrypoint_seconds",
-            "From the server's availability request to the entrypoint's start",
+        self.offer_to_launch = Histogram(
+            "trio_agents_offer_to_launch_seconds",
+            "From the server's availability request to the job handed to its executor",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -82,8 +82,11 @@ class WorkerMetrics:
             buckets=_TEARDOWN_BUCKETS,
             registry=r,
         )
-        self.hooks_cut = Counter(
-            "trio_agents_hooks_cut", "Shutdown callbacks cut at the deadline", registry=r
+        self.deadline_hits = Counter(
+            "trio_agents_deadline_hits",
+            "Teardown steps that ended after or were cut at the deadline",
+            ["step"],
+            registry=r,
         )
         self.teardown_errors = Counter(
             "trio_agents_teardown_errors", "Errors of teardown steps and hooks", registry=r

@@ -15,6 +15,8 @@ trio-websocket's exceptions are mapped at this boundary to
 from __future__ import annotations
 
 import contextlib
+import socket
+import ssl
 import traceback
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
@@ -160,7 +162,7 @@ async def open_websocket(
         raise ConnectFailed(f"no answer from {target} within {connect_timeout} s") from None
     except (trio_websocket.HandshakeError, OSError, trio.BrokenResourceError) as exc:
         await _close_tcp_stream(_connection_in_traceback(exc))
-        raise ConnectFailed(f"cannot connect to {target}: {exc}") from None
+        raise ConnectFailed(f"cannot connect to {target}: {connect_error_cause(exc)}") from None
     try:
         yield _TrioWebSocket(ws)
     except BaseException as exc:
@@ -170,6 +172,30 @@ async def open_websocket(
         await ws_cm.__aexit__(None, None, None)
     finally:
         await _close_tcp_stream(ws)
+
+
+def connect_error_cause(exc: BaseException) -> str:
+    """What actually failed (refused, DNS, TLS, ...), from the chain under ``exc``.
+
+    trio-websocket reports a failed connect as a ``HandshakeError`` with no
+    text; the cause is further down its context (an OSError, a group of them).
+    """
+    seen: set[int] = set()
+    fallback = ""
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        fallback = fallback or str(current)
+        if isinstance(current, BaseExceptionGroup):
+            return "; ".join(dict.fromkeys(connect_error_cause(e) for e in current.exceptions))
+        if isinstance(current, socket.gaierror):
+            return f"DNS lookup failed ({current.strerror or current})"
+        if isinstance(current, ssl.SSLError):
+            return f"TLS failed ({current.reason or current})"
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        current = current.__cause__ or current.__context__
+    return fallback or type(exc).__name__
 
 
 # trio-websocket 0.12 leaves the client's TCP stream open when the server closes

@@ -7,6 +7,7 @@ worker and simulated participants together.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, TypeVar
 import click
 import trio
 
+from ._groups import sole_error
 from ._logging import LOG_LEVELS, setup_logging
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ def _run_worker(server: AgentServer, *, reload_dir: Path | None = None) -> None:
 
     try:
         if reload_dir is None:
-            trio.run(server.run)
+            trio.run(functools.partial(server.run, handle_signals=True))
             return
         if not trio.run(_run_until_changed, server, reload_dir):
             return
@@ -104,7 +106,7 @@ async def _run_until_changed(server: AgentServer, watch_dir: Path) -> bool:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         try:
-            await server.run()
+            await server.run(handle_signals=True)
         finally:
             stop.set()  # the watcher thread notices within 50 ms
     return changed
@@ -320,7 +322,7 @@ def build_app_cli(server: AgentServer) -> click.Group:
             from .api import LiveKitAPI
 
             async with trio.open_nursery() as nursery:
-                await nursery.start(server.run)
+                await nursery.start(functools.partial(server.run, handle_signals=True))
                 await server.wait_registered()
                 async with LiveKitAPI(server.ws_url, server.api_key, server.api_secret) as lk:
                     await lk.agent_dispatch.create_dispatch(
@@ -333,8 +335,13 @@ def build_app_cli(server: AgentServer) -> click.Group:
 
         try:
             trio.run(main)
-        except* WorkerError as group:
-            _fail(str(group.exceptions[0]))
+        except BaseException as exc:
+            # (a plain except: before Python 3.11.4, sys.exit inside except*
+            # comes out wrapped in a group)
+            error = sole_error(exc)
+            if not isinstance(error, WorkerError):
+                raise
+            _fail(str(error))
 
     @app.command(
         help="Talk to the agent from this terminal: it runs against an in-process stand-in, "
@@ -424,8 +431,11 @@ def local_server(
 
     try:
         trio.run(serve)
-    except* OSError as group:
-        _fail(f"cannot listen on {host}:{port}: {group.exceptions[0]}")
+    except BaseException as exc:
+        error = sole_error(exc)
+        if not isinstance(error, OSError):
+            raise
+        _fail(f"cannot listen on {host}:{port}: {error}")
 
 
 _server_url = click.option(

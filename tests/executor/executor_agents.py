@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -168,7 +169,41 @@ async def _info(ctx: JobContext, path: str | None, params: dict[str, Any]) -> No
         await trio.sleep_forever()
 
 
+async def _shutdown_then_block(ctx: JobContext, path: str | None, params: dict[str, Any]) -> None:
+    """Start the shutdown, then block the job's thread (the trio loop is never free again
+    before the deadline): only the runner's own clock can end the job in time."""
+    ctx.add_shutdown_callback(lambda: note(path, "hook"))
+    await ctx.connect()
+    await trio.sleep(params.get("delay", 0.2))
+    note(path, "shutdown", f"{time.time():.6f}")
+    ctx.shutdown("self")
+    time.sleep(params["block"])  # noqa: ASYNC251 - the point
+
+
+async def _ignore_cancel(ctx: JobContext, path: str | None, params: dict[str, Any]) -> None:
+    """Clean up for ``block`` seconds, shielded from the teardown's cancellation."""
+    ctx.add_shutdown_callback(lambda: note(path, "hook"))
+    await ctx.connect()
+    note(path, "ready")
+    try:
+        await trio.sleep_forever()
+    finally:
+        note(path, "cleanup", f"{time.time():.6f}")
+        with trio.CancelScope(shield=True):
+            await trio.sleep(params["block"])
+
+
+async def _sys_exit(ctx: JobContext, path: str | None, params: dict[str, Any]) -> None:
+    ctx.add_shutdown_callback(lambda reason: note(path, "hook", reason.replace(" ", "_")))
+    await ctx.connect()
+    await trio.sleep(params.get("delay", 0))
+    sys.exit(3)
+
+
 MODES = {
+    "shutdown_then_block": _shutdown_then_block,
+    "ignore_cancel": _ignore_cancel,
+    "sys_exit": _sys_exit,
     "wait": _wait,
     "block": _block,
     "long": _long,

@@ -54,13 +54,15 @@ async def test_a_crashing_job_fails_alone(mode: str, tmp_path: Path) -> None:
             assert crash.error == CRASHES[mode]
             crash_pid = int((await wait_for_note(crash_notes, "start"))[1])
             assert crash_pid != long_pid
-            assert is_gone(crash_pid)
+            # (reported before it left its room: it is gone once its teardown ended)
+            await wait_for(lambda: is_gone(crash_pid), interval=0.01)
 
             # the other job was untouched and ends on its own, normally
             assert not is_gone(long_pid)
             assert long_job.status == agent.JS_RUNNING
             long_job = await wait_terminal(server, long_job)
             assert long_job.status == agent.JS_SUCCESS, long_job.error
+            await wait_for_note(long_notes, "hook")  # the hooks run after the report
             assert words(long_notes) == ["start", "done", "hook"]
 
             # and the worker takes new jobs
@@ -90,8 +92,9 @@ async def test_a_hook_blocking_its_thread_is_killed_at_the_deadline(
             assert elapsed <= budget + 1.0, f"process lived {elapsed:.2f} s after shutdown started"
 
             job = await wait_terminal(server, job)
-    assert job.status == agent.JS_FAILED
-    assert "shutdown_process_timeout" in job.error
+    # the outcome was reported before the room was left and the hooks ran: the
+    # status sent stands; the kill is logged (and in the job's teardown errors)
+    assert job.status == agent.JS_SUCCESS
     # every hook that could run did run: the entrypoint's finally, the two
     # callbacks that do not block, and the blocking one up to its block
     assert set(words(notes)) == {

@@ -61,7 +61,7 @@ async def test_a_shutdown_at_the_moment_of_the_join_still_leaves_the_room_in_tea
         agents = [i for i in room.participants if i.startswith("agent-")]
         nursery.cancel_scope.cancel()
     phases = [e.args[0] for e in result.of_kind("phase_done")]
-    assert phases == ["cancel_work", "disconnect", "callbacks"]
+    assert phases == ["cancel_work", "report", "disconnect", "callbacks"]
     assert "connected" in result.kinds()
     assert trace.labels() == ["callback"]  # no code after connect, no participant task
     assert trace.args("callback") == [(False,)]
@@ -102,7 +102,7 @@ async def test_three_triggers_at_the_same_instant(first: str, autojump_clock: Cl
     assert trace.args("callback") == [(expected,)]
     assert result.kinds().count("shutdown") == 1
     phases = [e.args[0] for e in result.of_kind("phase_done")]
-    assert phases == ["cancel_work", "disconnect", "callbacks"]
+    assert phases == ["cancel_work", "report", "disconnect", "callbacks"]
 
 
 async def test_a_participant_joining_as_the_job_shuts_down_gets_no_task(
@@ -172,7 +172,7 @@ async def test_delete_room_on_close_deletes_a_room_the_job_never_joined(
             nursery.cancel_scope.cancel()
     phases = [e.args[0] for e in result.of_kind("phase_done")]
     assert result.outcome.ok, result.outcome
-    assert phases == ["cancel_work", "delete_room", "callbacks", "close_api"]
+    assert phases == ["cancel_work", "report", "delete_room", "callbacks", "close_api"]
     assert room_left is None
     assert "connected" not in result.kinds()
     if how == "never_connects":
@@ -227,16 +227,16 @@ async def test_a_callback_whose_cleanup_fails_when_cut_at_the_deadline(
     result = await simulate_job(entrypoint, shutdown_process_timeout=2)
     outcome = result.outcome
     assert trio.current_time() - start == pytest.approx(3)
-    assert outcome.kind is OutcomeKind.DEADLINE
+    assert outcome.kind is OutcomeKind.CLEAN  # reported before the callbacks ran
     assert outcome.reason == "done"
-    assert "callbacks" in outcome.error
-    assert len(outcome.teardown_errors) == 1
+    assert len(outcome.teardown_errors) == 2
     assert "RuntimeError: upload cleanup failed" in outcome.teardown_errors[0]
+    assert outcome.teardown_errors[1].startswith("callbacks: was cut off at the deadline")
     assert trace.labels() == ["sync_callback", "slow_callback"]
     (failed,) = result.of_kind("callback_failed")
     assert failed.args[0].endswith("<locals>.flush")
     phases = [e.args[0] for e in result.of_kind("phase_done")]
-    assert phases == ["cancel_work", "disconnect", "callbacks"]
+    assert phases == ["cancel_work", "report", "disconnect", "callbacks"]
 
 
 # --- the control line ---------------------------------------------------------------------

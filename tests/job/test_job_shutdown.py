@@ -575,7 +575,7 @@ async def test_a_failing_room_deletion_does_not_skip_later_steps(autojump_clock:
 
     result = await simulate_job(entrypoint, script=script)
     phases = [e.args[0] for e in result.of_kind("phase_done")]
-    assert phases == ["cancel_work", "delete_room", "disconnect", "callbacks"]
+    assert phases == ["cancel_work", "report", "delete_room", "disconnect", "callbacks"]
     assert trace.args("callback") == [(False,)]
     assert result.outcome.teardown_errors == ("RuntimeError: the API is down",)
     assert result.outcome.ok  # a teardown error is reported, the job itself ended cleanly

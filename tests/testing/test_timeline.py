@@ -46,7 +46,13 @@ async def test_the_timeline_shows_tasks_shutdown_deadline_and_teardown(
     by_label = {p.label.split(":")[0]: p for p in tl.participants}
     assert by_label["bob"].how.startswith("failed: RuntimeError")
     assert by_label["alice"].how == "ended"  # cancelled when alice left
-    assert [m.label for m in tl.steps][:2] == ["cancel_work", "disconnect"]
+    # the outcome is reported before the room is left, then the hooks run
+    assert [m.label for m in tl.steps][:4] == [
+        "cancel_work",
+        "reported: clean",
+        "report",
+        "disconnect",
+    ]
     hooks = {m.label: m.how for m in tl.hooks}
     assert hooks["slow_hook"] == "cut"
     assert "<lambda>" in hooks

@@ -102,10 +102,12 @@ async def test_unreachable_server_exits_1_after_its_retries() -> None:
     )
     assert result.returncode == 1
     line = one_line(result)
+    # it never had a connection: "cannot reach", with the cause (issue 9 row 13)
     assert line.startswith(
-        f"error: failed to connect to livekit at ws://127.0.0.1:{port} after 1 attempts: "
-        "ConnectFailed: "
+        f"error: cannot reach livekit at ws://127.0.0.1:{port} after 1 attempts: "
+        f"cannot connect to ws://127.0.0.1:{port}/agent: "
     )
+    assert line.endswith("Connection refused")
 
 
 async def test_bad_url_exits_1() -> None:

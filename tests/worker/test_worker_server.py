@@ -270,7 +270,10 @@ async def test_running_then_success_after_the_job_shuts_itself_down(
         await finished(server, record.job.id)
         assert record.history == [agent.JS_RUNNING, agent.JS_RUNNING, agent.JS_SUCCESS]
         assert record.error == ""
-        assert ws.active_jobs == []
+        # reported before the job left its room; it is gone once its teardown ended
+        with trio.fail_after(10):
+            while ws.active_jobs:  # noqa: ASYNC110
+                await trio.sleep(0.01)
 
 
 async def test_returning_entrypoint_does_not_end_the_job(
@@ -344,10 +347,12 @@ async def test_job_termination_runs_the_normal_teardown(
         await started.wait()
         assert server.agents.terminate(record.job.id)
         await finished(server, record.job.id)
-        # the agent left the room in teardown
+        # reported while the agent was still in the room; it left in teardown
         room = server.rooms.get("terminated")
         assert room is not None
-        assert f"agent-{record.job.id}" not in room.participants
+        with trio.fail_after(10):
+            while f"agent-{record.job.id}" in room.participants:  # noqa: ASYNC110
+                await trio.sleep(0.01)
         # a second termination for an ended job is not even sent
         assert not server.agents.terminate(record.job.id)
     assert reasons == ["job terminated by the server"]
@@ -847,8 +852,9 @@ async def test_aclose_shuts_jobs_down_within_their_budget(
         await ws.aclose()
         assert trio.current_time() - t0 <= 4 + 1
     assert reasons == ["worker shutting down"]
-    assert record.status == agent.JS_FAILED
-    assert "shutdown_process_timeout" in record.error
+    # the callbacks run after the status is sent (before the room is left):
+    # the cut callback is in the outcome's teardown errors, the status stands
+    assert record.status == agent.JS_SUCCESS
 
 
 # --- options --------------------------------------------------------------------------------------

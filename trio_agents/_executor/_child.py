@@ -16,6 +16,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -101,8 +102,16 @@ class _IPCLogHandler(logging.Handler):
         return record.exc_text
 
 
-def _end_subprocesses() -> None:
-    """Terminate, then kill, every process this job process started."""
+#: How long the job's subprocesses get between SIGTERM and SIGKILL (at most; the
+#: job's deadline comes first).
+SUBPROCESS_GRACE = 0.5
+
+
+def _end_subprocesses(control: JobControl, budget: float) -> None:
+    """Terminate, then kill, every process this job process started.
+
+    The grace reads the job's deadline: none left, no grace.
+    """
     try:
         children = psutil.Process().children(recursive=True)
     except psutil.Error:  # pragma: no cover
@@ -110,7 +119,11 @@ def _end_subprocesses() -> None:
     for c in children:
         with contextlib.suppress(psutil.Error):
             c.terminate()
-    _, alive = psutil.wait_procs(children, timeout=0.5)
+    grace = SUBPROCESS_GRACE
+    if control.shutdown_started_at is not None:
+        left = control.shutdown_started_at + budget - time.monotonic()
+        grace = max(0.0, min(grace, left))
+    _, alive = psutil.wait_procs(children, timeout=grace)
     for c in alive:
         with contextlib.suppress(psutil.Error):
             c.kill()
@@ -168,6 +181,8 @@ async def _main(
                     control.request_shutdown(msg.reason)
                 elif isinstance(msg, _ipc.Drain):
                     control.notify_draining()
+                elif isinstance(msg, _ipc.Delivered):
+                    control.mark_delivered()
         except (EOFError, _ipc.FrameError, trio.BrokenResourceError, trio.ClosedResourceError):
             got_start.set()
             control.request_shutdown("the worker went away")
@@ -216,20 +231,36 @@ async def _main(
             return 0
         msg = start[0]
 
-        def recorder(event: str, *args: Any) -> None:
-            if event == "shutdown":
-                nursery.start_soon(_send_quietly, stream, _ipc.ShuttingDown(str(args[0])))
+        def tell(news: object) -> None:
+            # at once, from the job's own call (its next code may block this
+            # thread): the worker's kill clock and its status must not wait
+            # for a free event loop
+            if stream.send_nowait(news):
+                nursery.start_soon(_flush_quietly, stream)
+            else:
+                nursery.start_soon(_send_quietly, stream, news)
 
-        outcome = await run_job(
-            msg.info,
-            entrypoint,
-            control,
-            proc=proc,
-            shutdown_process_timeout=msg.shutdown_process_timeout,
-            delete_room_on_close=msg.delete_room_on_close,
-            recorder=recorder,
-        )
-        _end_subprocesses()
+        control.on_shutdown_started(lambda reason, at: tell(_ipc.ShuttingDown(reason, at)))
+        # the worker forwards it to the server and answers Delivered: only
+        # then does the job leave its room
+        control.on_report(lambda outcome: tell(_ipc.Reported(_fit(outcome))))
+        try:
+            outcome = await run_job(
+                msg.info,
+                entrypoint,
+                control,
+                proc=proc,
+                shutdown_process_timeout=msg.shutdown_process_timeout,
+                delete_room_on_close=msg.delete_room_on_close,
+            )
+        except BaseException as exc:
+            # SystemExit/KeyboardInterrupt of job code: the job ended by it
+            # (hooks ran, outcome computed); report that, not an exit code
+            if isinstance(exc, trio.Cancelled) or control.outcome is None:
+                raise
+            logger.error("job code raised %s; the job process ends", type(exc).__name__)
+            outcome = control.outcome
+        _end_subprocesses(control, msg.shutdown_process_timeout)
         await _send_quietly(stream, _ipc.Done(_fit(outcome)))
         # let queued log records out, briefly
         log_send.close()
@@ -269,6 +300,11 @@ def _fit(outcome: JobOutcome) -> JobOutcome:
 async def _send_quietly(stream: _ipc.FramedStream, msg: object) -> None:
     with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
         await stream.send(msg)
+
+
+async def _flush_quietly(stream: _ipc.FramedStream) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.flush()
 
 
 def job_process_main(

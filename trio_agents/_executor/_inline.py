@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 import logging
+import math
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from .._job._context import JobProcess, run_job
@@ -63,7 +66,21 @@ async def setup_and_run_job(
     )
 
 
+#: After the deadline: how long an INLINE job may take to end before the worker
+#: stops waiting for it (its task runs on, outside the worker's nurseries).
+GIVE_UP_MARGIN = 0.5
+
+
 class InlineExecutor:
+    """The job is a task of the worker's trio run.
+
+    Its task is a trio *system* task, not a task of the worker's nurseries:
+    a job whose code ignores cancellation past its deadline (a shielded
+    scope) is given up by the worker at shutdown start + budget + 0.5 s, like
+    a THREAD job, and runs on until that code returns (``trio.run`` waits for
+    it at the very end).  Sync code that blocks still blocks the whole worker.
+    """
+
     def __init__(self, server: AgentServer) -> None:
         self._server = server
 
@@ -73,8 +90,64 @@ class InlineExecutor:
     async def run(
         self, info: RunningJobInfo, control: JobControl, session: RtcSession
     ) -> JobOutcome:
+        server = self._server
+        budget = server.shutdown_process_timeout
         proc = JobProcess(executor_type=JobExecutorType.INLINE)
-        return await setup_and_run_job(self._server, session, info, control, proc)
+        done = trio.Event()
+        results: list[JobOutcome] = []
+        raised: list[BaseException] = []
+        give_up = trio.CancelScope()
+
+        def start_clock(*_: object) -> None:
+            if give_up.deadline == math.inf:
+                give_up.deadline = trio.current_time() + budget + GIVE_UP_MARGIN
+
+        def on_control() -> None:
+            if control.shutdown_requested:
+                start_clock()
+
+        async def job_task() -> None:
+            try:
+                results.append(await setup_and_run_job(server, session, info, control, proc))
+            except BaseException as exc:
+                if isinstance(exc, trio.Cancelled):
+                    raise  # the end of the whole trio run: its system nursery absorbs it
+                raised.append(exc)
+            finally:
+                done.set()
+
+        control.on_shutdown_started(start_clock)
+        control.subscribe(on_control)
+        on_control()
+        trio.lowlevel.spawn_system_task(
+            job_task, name=f"trio_agents job {info.job.id}", context=contextvars.copy_context()
+        )
+        try:
+            with give_up:
+                await done.wait()
+        except BaseException:
+            # the worker gave up on it (or was cancelled): the job shuts down on its own
+            control.request_shutdown("job cancelled by its runner")
+            raise
+        finally:
+            control.unsubscribe(on_control)
+        if raised:
+            # SystemExit/KeyboardInterrupt of job code: the job ended by it; it
+            # goes on up in the worker's own run, as anywhere in trio
+            raise raised[0]
+        if results:
+            return results[0]
+        note = (
+            f"the job did not end within shutdown_process_timeout={budget:g}s "
+            f"(+{GIVE_UP_MARGIN:g}s): given up (its code ignores cancellation; its task runs on)"
+        )
+        logger.error("job %s: %s", info.job.id, note)
+        if control.reported is not None:
+            base = control.reported
+            return attrs.evolve(base, teardown_errors=(*base.teardown_errors, note))
+        return JobOutcome(
+            kind=OutcomeKind.DEADLINE, reason=control.shutdown_reason or "", error=note
+        )
 
     async def aclose(self) -> None:
         return None

@@ -7,6 +7,7 @@ is safe here; nothing from the network is ever unpickled.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 from typing import Any
@@ -47,6 +48,11 @@ class Ping:
     timestamp: float
 
 
+@attrs.frozen
+class Delivered:
+    """The reported outcome is on its way to the server: the job may leave its room."""
+
+
 # --- job process -> worker ----------------------------------------------------
 
 
@@ -80,6 +86,15 @@ class LogRecord:
 @attrs.frozen
 class ShuttingDown:
     reason: str
+    #: When it started, ``time.monotonic()`` of the job process (same clock as the worker's).
+    at: float = 0.0
+
+
+@attrs.frozen
+class Reported:
+    """The outcome, decided once the work unwound, before the job leaves its room."""
+
+    outcome: JobOutcome
 
 
 @attrs.frozen
@@ -108,11 +123,47 @@ class FramedStream:
         self._stream = stream
         self._buf = bytearray()
         self._send_lock = trio.Lock()
+        #: The rest of a frame ``send_nowait`` could only partly write.
+        self._pending = b""
 
     async def send(self, msg: object) -> None:
         data = encode(msg)
         async with self._send_lock:
+            await self.flush_locked()
             await self._stream.send_all(data)
+
+    async def flush(self) -> None:
+        """Send what ``send_nowait`` left over (if anything)."""
+        async with self._send_lock:
+            await self.flush_locked()
+
+    async def flush_locked(self) -> None:
+        while self._pending:
+            pending, self._pending = self._pending, b""
+            await self._stream.send_all(pending)
+
+    def send_nowait(self, msg: object) -> bool:
+        """Send ``msg`` synchronously, without the event loop (socket streams only).
+
+        For news that must leave even if the event loop is about to be blocked
+        (a job's shutdown started, its outcome).  False if it cannot go now
+        without breaking a frame (another send is under way, or the stream is
+        no socket): then send it the usual way.  A frame the socket takes only
+        in part is finished by the next ``send``/``flush``.
+        """
+        if not isinstance(self._stream, trio.SocketStream):
+            return False
+        if self._send_lock.locked() or self._pending:
+            return False
+        data = encode(msg)
+        try:
+            written = os.write(self._stream.socket.fileno(), data)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            return True  # the other end is gone: nothing to send to
+        self._pending = data[written:]
+        return True
 
     async def receive(self) -> object:
         """The next message.  Raises ``EOFError`` at a clean end of stream."""

@@ -50,7 +50,7 @@ MEMORY_INTERVAL = 1.0
 MEMORY_WARN_EVERY = 120.0
 #: After the deadline: the stack dump gets this long before SIGKILL.
 DUMP_GRACE = 0.3
-#: SIGKILL at shutdown start + shutdown_process_timeout + this (SPEC 3: "+ at most 1 s"),
+#: SIGKILL at shutdown start + shutdown_process_timeout + this (the promise: "+ at most 1 s"),
 #: leaving the rest of that second for the kill itself and the reaping.
 KILL_MARGIN = 0.5
 ZYGOTE_START_TIMEOUT = 60.0
@@ -326,6 +326,299 @@ def _log_levels() -> dict[str, int]:
     return levels
 
 
+@attrs.define
+class Observed:
+    """What the worker saw of one job process: the input of ``decide_outcome``."""
+
+    #: It got the job (``Started``): before that, the job can go to another process.
+    started: bool = False
+    #: The outcome it reported once its work unwound (before it left its room).
+    reported: JobOutcome | None = None
+    #: The outcome it sent at the end of its teardown.
+    done: JobOutcome | None = None
+    #: Why the worker killed it (deadline, unresponsive), if it did.
+    kill_reason: str | None = None
+    memory_exceeded: bool = False
+    #: Its exit code (negative: the signal); None if lost with its zygote.
+    exit_code: int | None = None
+
+
+def decide_outcome(seen: Observed, *, memory_limit_mb: float) -> JobOutcome | None:
+    """How the job ended, from what was seen; None if it never took the job.
+
+    Pure: called when the job reports (the status sent then) and when the
+    process is gone (the outcome returned); a report is never contradicted
+    later, only completed (``teardown_errors``).
+    """
+    final = seen.done or seen.reported
+    if (
+        not seen.started
+        and final is None
+        and seen.kill_reason is None
+        and not seen.memory_exceeded
+    ):
+        return None
+    if seen.memory_exceeded:
+        return JobOutcome(
+            kind=OutcomeKind.MEMORY_LIMIT,
+            reason="memory limit exceeded",
+            error=f"job exceeded job_memory_limit_mb={memory_limit_mb:g}",
+            teardown_errors=final.teardown_errors if final else (),
+        )
+    if final is not None:
+        if seen.kill_reason is not None and seen.done is None:
+            # killed after its report (leaving the room or its hooks overran):
+            # the status sent stands; the kill is part of how it ended
+            return attrs.evolve(
+                final, teardown_errors=(*final.teardown_errors, f"killed: {seen.kill_reason}")
+            )
+        return final
+    return JobOutcome(
+        kind=OutcomeKind.CRASHED,
+        reason="job process ended",
+        error=seen.kill_reason or _exit_reason(seen.exit_code),
+    )
+
+
+class _Supervisor:
+    """One job in one process: its messages, its liveness, its memory, its deadline."""
+
+    def __init__(
+        self,
+        server: AgentServer,
+        proc: JobProc,
+        info: RunningJobInfo,
+        control: JobControl,
+        session: RtcSession,
+    ) -> None:
+        self.server = server
+        self.proc = proc
+        self.info = info
+        self.control = control
+        self.session = session
+        self.budget = server.shutdown_process_timeout
+        job = info.job
+        self.extra = {
+            "job_id": job.id, "pid": proc.pid, "room": job.room.name, "room_id": job.room.sid
+        }
+        self.seen = Observed()
+        self.read_all = trio.Event()
+        self.finished = False
+        #: When the job's shutdown started (trio time), whoever started it.
+        self.shutdown_at: float | None = None
+        self.deadline_changed = trio.Event()
+        self.last_pong = trio.current_time()
+        self.nursery: trio.Nursery | None = None
+
+    # --- the one clock -------------------------------------------------------------
+
+    def shutdown_started(self, monotonic_at: float | None = None) -> None:
+        """Start the kill clock (first call wins); ``monotonic_at``: when, in the job."""
+        if self.shutdown_at is not None:
+            return
+        now = trio.current_time()
+        if monotonic_at is not None:
+            # the same CLOCK_MONOTONIC in both processes: back-date to the job's moment
+            now -= min(max(time.monotonic() - monotonic_at, 0.0), self.budget)
+        self.shutdown_at = now
+        self.deadline_changed.set()
+
+    async def enforce_deadline(self) -> None:
+        while self.shutdown_at is None:
+            await self.deadline_changed.wait()
+        # the budget, plus a little for the report and the exit; gone before 1 s extra
+        await trio.sleep_until(self.shutdown_at + self.budget + KILL_MARGIN - DUMP_GRACE)
+        if self.seen.done is not None:
+            # it sent its final outcome and is only slow to exit: not a failure
+            self.proc.zygote.signal(self.proc.pid)
+            return
+        await self.kill(
+            f"still running {self.budget:g} s after shutdown started (shutdown_process_timeout)"
+        )
+
+    # --- messages ------------------------------------------------------------------
+
+    async def send(self, msg: object) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await self.proc.stream.send(msg)
+
+    async def reader(self) -> None:
+        try:
+            while True:
+                self.handle(await self.proc.stream.receive())
+        except (
+            EOFError,
+            _ipc.FrameError,
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            OSError,
+        ):
+            return
+        finally:
+            self.read_all.set()
+
+    def handle(self, msg: object) -> None:
+        if isinstance(msg, _ipc.Pong):
+            self.last_pong = trio.current_time()
+            delay = time.monotonic() - msg.timestamp
+            if delay > HIGH_PING:
+                logger.warning(
+                    "job process %d answered a ping after %.2f s",
+                    self.proc.pid,
+                    delay,
+                    extra=self.extra,
+                )
+        elif isinstance(msg, _ipc.LogRecord):
+            fields = dict(msg.fields)
+            for k, v in self.extra.items():
+                fields.setdefault(k, v)
+            record = logging.makeLogRecord(fields)
+            target = logging.getLogger(record.name)
+            if target.isEnabledFor(record.levelno):  # as if it was logged here
+                target.handle(record)
+        elif isinstance(msg, _ipc.ShuttingDown):
+            self.shutdown_started(msg.at or None)
+        elif isinstance(msg, _ipc.Started):
+            self.seen.started = True
+        elif isinstance(msg, _ipc.Reported):
+            self.seen.reported = msg.outcome
+            self.report()
+        elif isinstance(msg, _ipc.Done):
+            self.seen.done = msg.outcome
+            self.report()
+
+    def report(self) -> None:
+        """Forward the job's report to the worker at once; tell the job once it is sent."""
+        if self.control.reported is not None:
+            return
+        outcome = decide_outcome(self.seen, memory_limit_mb=self.server.job_memory_limit_mb)
+        assert outcome is not None
+        self.control.report(outcome)
+        assert self.nursery is not None
+        self.nursery.start_soon(self.confirm_delivery)
+
+    async def confirm_delivery(self) -> None:
+        await self.control.wait_delivered()
+        await self.send(_ipc.Delivered())
+
+    def on_control(self) -> None:
+        if self.finished:  # JobControl keeps its listeners; this one has nothing left to do
+            return
+        assert self.nursery is not None
+        control = self.control
+        if control.shutdown_requested:
+            self.shutdown_started()
+            self.nursery.start_soon(
+                self.send, _ipc.Shutdown(control.shutdown_reason or "shutdown requested")
+            )
+        if control.draining:
+            self.nursery.start_soon(self.send, _ipc.Drain())
+
+    # --- liveness and memory -------------------------------------------------------
+
+    async def pinger(self) -> None:
+        while True:
+            await self.send(_ipc.Ping(time.monotonic()))
+            await trio.sleep(PING_INTERVAL)
+            if trio.current_time() - self.last_pong > PING_TIMEOUT:
+                await self.kill(f"job process unresponsive for {PING_TIMEOUT:g} s")
+                return
+
+    async def memory(self) -> None:
+        server, proc = self.server, self.proc
+        warn_mb = server.job_memory_warn_mb
+        limit_mb = server.job_memory_limit_mb
+        if not warn_mb and not limit_mb:
+            return
+        try:
+            p = psutil.Process(proc.pid)
+        except psutil.Error:
+            return
+        last_warn = -math.inf
+        while True:
+            try:
+                # off the event loop: a full sample (PSS) reads /proc/PID/smaps,
+                # milliseconds per call, per job, every second
+                mb = await trio.to_thread.run_sync(_used_mb, p, abandon_on_cancel=True)
+            except psutil.Error:
+                return
+            if limit_mb and mb > limit_mb and not self.seen.memory_exceeded:
+                self.seen.memory_exceeded = True
+                logger.error(
+                    "job process %d uses %.0f MB, over job_memory_limit_mb=%g; "
+                    "shutting the job down",
+                    proc.pid,
+                    mb,
+                    limit_mb,
+                    extra=self.extra,
+                )
+                self.shutdown_started()
+                await self.send(_ipc.Shutdown("memory limit exceeded"))
+            elif warn_mb and mb > warn_mb and trio.current_time() - last_warn > MEMORY_WARN_EVERY:
+                last_warn = trio.current_time()
+                logger.warning(
+                    "job process %d uses %.0f MB (job_memory_warn_mb=%g)",
+                    proc.pid,
+                    mb,
+                    warn_mb,
+                    extra=self.extra,
+                )
+            await trio.sleep(MEMORY_INTERVAL)
+
+    async def kill(self, reason: str) -> None:
+        proc = self.proc
+        if self.seen.kill_reason is None:
+            self.seen.kill_reason = reason
+        dump = ""
+        if proc.zygote.is_running(proc.pid):
+            proc.zygote.signal(proc.pid, signal.SIGUSR1, group=False)
+            await trio.sleep(DUMP_GRACE)
+            with contextlib.suppress(OSError), open(proc.dump_path) as f:  # noqa: ASYNC230 - a small local file
+                dump = f.read().strip()
+        logger.error(
+            "killing job process %d: %s%s",
+            proc.pid,
+            reason,
+            f"\nstack at the time:\n{dump}" if dump else "",
+            extra=self.extra,
+        )
+        proc.zygote.signal(proc.pid)
+
+    # --- the whole -----------------------------------------------------------------
+
+    async def run(self) -> Observed:
+        proc, control = self.proc, self.control
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self.reader)
+            nursery.start_soon(self.pinger)
+            nursery.start_soon(self.memory)
+            nursery.start_soon(self.enforce_deadline)
+            await self.send(
+                _ipc.StartJob(
+                    info=self.info,
+                    shutdown_process_timeout=self.budget,
+                    delete_room_on_close=self.session.delete_room_on_close,
+                    log_levels=_log_levels(),
+                )
+            )
+            control.subscribe(self.on_control)
+            self.on_control()
+            self.seen.exit_code = await proc.zygote.wait_exit(proc.pid)
+            # the zygote may say "exited" before we read the last frames (the outcome)
+            with trio.move_on_after(DRAIN_AFTER_EXIT):
+                await self.read_all.wait()
+            self.finished = True
+            nursery.cancel_scope.cancel()
+        return self.seen
+
+
+def _used_mb(p: psutil.Process) -> float:
+    info = p.memory_full_info()
+    used = getattr(info, "pss", 0) or info.rss
+    return float(used) / (1024 * 1024)
+
+
 class ProcessExecutor:
     def __init__(self, server: AgentServer) -> None:
         self._server = server
@@ -342,6 +635,10 @@ class ProcessExecutor:
         self._target = 0
         self._backoff = 0.0
         self.prewarm_failures: list[tuple[int, str]] = []
+
+    def idle_count(self) -> int:
+        """Prewarmed job processes waiting for a job (for the worker's metrics)."""
+        return len(self._idle)
 
     # --- pool ----------------------------------------------------------------------------
 
@@ -569,209 +866,11 @@ class ProcessExecutor:
         self, proc: JobProc, info: RunningJobInfo, control: JobControl, session: RtcSession
     ) -> JobOutcome | None:
         """Run the job in ``proc``; None if the process died before it took the job."""
-        server = self._server
-        budget = server.shutdown_process_timeout
-        job = info.job
-        extra = {"job_id": job.id, "pid": proc.pid, "room": job.room.name, "room_id": job.room.sid}
-        state: dict[str, object] = {
-            "outcome": None,
-            "kill_reason": None,
-            "memory": False,
-            "started": False,
-        }
-        read_all = trio.Event()
-        finished = False
-        shutdown_at: list[float] = []
-        deadline_changed = trio.Event()
-        last_pong = [trio.current_time()]
-
-        def shutdown_started() -> None:
-            if not shutdown_at:
-                shutdown_at.append(trio.current_time())
-                deadline_changed.set()
-
-        async def send(msg: object) -> None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await proc.stream.send(msg)
-
-        async def reader() -> None:
-            try:
-                while True:
-                    msg = await proc.stream.receive()
-                    if isinstance(msg, _ipc.Pong):
-                        last_pong[0] = trio.current_time()
-                        delay = time.monotonic() - msg.timestamp
-                        if delay > HIGH_PING:
-                            logger.warning(
-                                "job process %d answered a ping after %.2f s",
-                                proc.pid,
-                                delay,
-                                extra=extra,
-                            )
-                    elif isinstance(msg, _ipc.LogRecord):
-                        fields = dict(msg.fields)
-                        for k, v in extra.items():
-                            fields.setdefault(k, v)
-                        record = logging.makeLogRecord(fields)
-                        target = logging.getLogger(record.name)
-                        if target.isEnabledFor(record.levelno):  # as if it was logged here
-                            target.handle(record)
-                    elif isinstance(msg, _ipc.ShuttingDown):
-                        shutdown_started()
-                    elif isinstance(msg, _ipc.Started):
-                        state["started"] = True
-                    elif isinstance(msg, _ipc.Done):
-                        state["outcome"] = msg.outcome
-            except (
-                EOFError,
-                _ipc.FrameError,
-                trio.BrokenResourceError,
-                trio.ClosedResourceError,
-                OSError,
-            ):
-                return
-            finally:
-                read_all.set()
-
-        async def pinger() -> None:
-            while True:
-                await send(_ipc.Ping(time.monotonic()))
-                await trio.sleep(PING_INTERVAL)
-                if trio.current_time() - last_pong[0] > PING_TIMEOUT:
-                    await kill(f"job process unresponsive for {PING_TIMEOUT:g} s")
-                    return
-
-        async def memory() -> None:
-            warn_mb = server.job_memory_warn_mb
-            limit_mb = server.job_memory_limit_mb
-            if not warn_mb and not limit_mb:
-                return
-            try:
-                p = psutil.Process(proc.pid)
-            except psutil.Error:
-                return
-            last_warn = -math.inf
-            while True:
-                try:
-                    info_ = p.memory_full_info()
-                    used = getattr(info_, "pss", 0) or info_.rss
-                except psutil.Error:
-                    return
-                mb = used / (1024 * 1024)
-                if limit_mb and mb > limit_mb and not state["memory"]:
-                    state["memory"] = True
-                    logger.error(
-                        "job process %d uses %.0f MB, over job_memory_limit_mb=%g; "
-                        "shutting the job down",
-                        proc.pid,
-                        mb,
-                        limit_mb,
-                        extra=extra,
-                    )
-                    shutdown_started()
-                    await send(_ipc.Shutdown("memory limit exceeded"))
-                elif (
-                    warn_mb and mb > warn_mb and trio.current_time() - last_warn > MEMORY_WARN_EVERY
-                ):
-                    last_warn = trio.current_time()
-                    logger.warning(
-                        "job process %d uses %.0f MB (job_memory_warn_mb=%g)",
-                        proc.pid,
-                        mb,
-                        warn_mb,
-                        extra=extra,
-                    )
-                await trio.sleep(MEMORY_INTERVAL)
-
-        async def kill(reason: str) -> None:
-            if state["kill_reason"] is None:
-                state["kill_reason"] = reason
-            dump = ""
-            if proc.zygote.is_running(proc.pid):
-                proc.zygote.signal(proc.pid, signal.SIGUSR1, group=False)
-                await trio.sleep(DUMP_GRACE)
-                with contextlib.suppress(OSError), open(proc.dump_path) as f:  # noqa: ASYNC230 - a small local file
-                    dump = f.read().strip()
-            logger.error(
-                "killing job process %d: %s%s",
-                proc.pid,
-                reason,
-                f"\nstack at the time:\n{dump}" if dump else "",
-                extra=extra,
-            )
-            proc.zygote.signal(proc.pid)
-
-        async def enforce_deadline() -> None:
-            while not shutdown_at:
-                await deadline_changed.wait()
-            # the budget, plus a little for the report and the exit; gone before 1 s extra
-            await trio.sleep_until(shutdown_at[0] + budget + KILL_MARGIN - DUMP_GRACE)
-            if state["outcome"] is not None:
-                # it reported its outcome and is only slow to exit: not a failure
-                proc.zygote.signal(proc.pid)
-                return
-            await kill(
-                f"still running {budget:g} s after shutdown started (shutdown_process_timeout)"
-            )
-
-        def on_control() -> None:
-            if finished:  # JobControl keeps its listeners; this one has nothing left to do
-                return
-            if control.shutdown_requested:
-                shutdown_started()
-                nursery.start_soon(
-                    send, _ipc.Shutdown(control.shutdown_reason or "shutdown requested")
-                )
-            if control.draining:
-                nursery.start_soon(send, _ipc.Drain())
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            nursery.start_soon(pinger)
-            nursery.start_soon(memory)
-            nursery.start_soon(enforce_deadline)
-            await send(
-                _ipc.StartJob(
-                    info=info,
-                    shutdown_process_timeout=budget,
-                    delete_room_on_close=session.delete_room_on_close,
-                    log_levels=_log_levels(),
-                )
-            )
-            control.subscribe(on_control)
-            on_control()
-            code = await proc.zygote.wait_exit(proc.pid)
-            # the zygote may say "exited" before we read the last frames (the outcome)
-            with trio.move_on_after(DRAIN_AFTER_EXIT):
-                await read_all.wait()
-            finished = True
-            nursery.cancel_scope.cancel()
+        supervisor = _Supervisor(self._server, proc, info, control, session)
+        seen = await supervisor.run()
         # (what it left in its process group was killed before it was reaped)
         self._discard(proc)
-        outcome = state["outcome"]
-        if (
-            not state["started"]
-            and outcome is None
-            and state["kill_reason"] is None
-            and not state["memory"]
-        ):
-            return None
-        if state["memory"]:
-            base = outcome if isinstance(outcome, JobOutcome) else None
-            return JobOutcome(
-                kind=OutcomeKind.MEMORY_LIMIT,
-                reason="memory limit exceeded",
-                error=f"job exceeded job_memory_limit_mb={server.job_memory_limit_mb:g}",
-                teardown_errors=base.teardown_errors if base else (),
-            )
-        if isinstance(outcome, JobOutcome):
-            if state["kill_reason"] is not None and outcome.ok:
-                return JobOutcome(
-                    kind=OutcomeKind.CRASHED, reason=outcome.reason, error=str(state["kill_reason"])
-                )
-            return outcome
-        reason = str(state["kill_reason"] or _exit_reason(code))
-        return JobOutcome(kind=OutcomeKind.CRASHED, reason="job process ended", error=reason)
+        return decide_outcome(seen, memory_limit_mb=self._server.job_memory_limit_mb)
 
     async def aclose(self) -> None:
         self._closing = True

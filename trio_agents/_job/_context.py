@@ -9,10 +9,12 @@ run_job()
     └── (main task) waits for the first shutdown trigger, then tears down
 ```
 
-Teardown (SPEC section 3) reads one deadline, ``shutdown start +
-shutdown_process_timeout``; every step runs under
-``move_on_at(deadline, shield=True)`` so that no step can outlive it and a
-cancelled caller cannot skip one.
+Teardown reads one deadline, ``shutdown start + shutdown_process_timeout``;
+every step runs under ``move_on_at(deadline, shield=True)`` so that no step
+can outlive it and a cancelled caller cannot skip one, and a step that ends
+after the deadline anyway (sync code) counts as cut, by the clock.  The
+outcome is decided and reported once the work has unwound, before the room
+is left; docs/lifecycle.md lists every place that reads the deadline.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from livekit.protocol import agent
 
 from .. import rtc
 from .._errors import TrioAgentsError
+from .._groups import sole_error
 from .._types import (
     DEFAULT_PARTICIPANT_KINDS,
     AutoSubscribe,
@@ -219,11 +222,17 @@ class JobContext:
         self._participant_scopes: dict[str, list[trio.CancelScope]] = {}
         self._started_pairs: set[tuple[str, int]] = set()
         self._callbacks: list[ShutdownCallback] = []
+        # while the callbacks step runs: where a callback added by another goes
+        self._callback_starter: Callable[[ShutdownCallback], None] | None = None
+        self._callbacks_done = False
         self._api: LiveKitAPI | None = None
         # outcome inputs
         self._entrypoint_error: BaseException | None = None
         self._deadline_hit: list[str] = []
         self._teardown_errors: list[BaseException] = []
+        # the outcome as reported (once the work unwound); later steps only add notes
+        self._reported: JobOutcome | None = None
+        self._late_notes: list[str] = []
 
     # --- the job --------------------------------------------------------------------
 
@@ -520,11 +529,24 @@ class JobContext:
     # --- shutdown ---------------------------------------------------------------------
 
     def add_shutdown_callback(self, callback: ShutdownCallback) -> None:
-        """Run ``callback()`` or ``callback(reason)`` (sync or async) once, during teardown."""
+        """Run ``callback()`` or ``callback(reason)`` (sync or async) once, during teardown.
+
+        Added by another callback while the callbacks run, it runs too (bounded
+        by the same deadline).
+
+        Raises:
+            RuntimeError: the job's callbacks have already run.
+        """
         if not callable(callback):
             raise TypeError("a shutdown callback must be callable")
         _callback_arity(callback)
+        if self._callbacks_done:
+            raise RuntimeError(
+                "cannot add a shutdown callback: this job's shutdown callbacks have already run"
+            )
         self._callbacks.append(callback)
+        if self._callback_starter is not None:
+            self._callback_starter(callback)
 
     def shutdown(self, reason: str = "user requested", *, drain: bool = False) -> None:
         """Start shutting the job down.  Never blocks; idempotent; the first reason wins."""
@@ -535,9 +557,14 @@ class JobContext:
         self._shutdown_reason = reason
         self._drain = drain
         self._deadline = trio.current_time() + self._budget
+        # the room's own closing (leave, close the socket) ends by the same deadline
+        self.room.close_deadline = self._deadline
         self.shutting_down.set()
         self._shutdown_started.set()
         self._poke()
+        # the runner's clock (the PROCESS executor's kill, THREAD's abandon)
+        # starts now, without waiting for this event loop to be free again
+        self._control.shutdown_started(reason)
         self._record("shutdown", reason)
         # shutdown() may be called from outside the job (the worker's control
         # line, a webhook holding the context): stamp this job's fields anyway
@@ -647,9 +674,11 @@ class JobContext:
                             self._record("entrypoint_failed", _describe(error))
                             self.shutdown(f"entrypoint raised {type(error).__name__}")
                         else:
-                            logger.warning(
+                            # its cleanup failed: part of how the job ended
+                            logger.error(
                                 "the entrypoint raised during shutdown: %s", _describe(error)
                             )
+                            self._teardown_errors.append(error)
                         if rest is not None:
                             raise rest from None  # the cancellation it was mixed with
                         return
@@ -663,7 +692,7 @@ class JobContext:
             # anywhere in trio, but the job ends as failed, by its reason, with
             # its hooks; not as if its runner had cancelled it.
             if not _only_cancelled(raised) and self._shutdown_reason is None:
-                crash = _without_cancelled(raised)
+                crash = sole_error(raised) or _without_cancelled(raised)
                 self._entrypoint_error = crash
                 self._record("entrypoint_failed", _describe(crash))
                 self.shutdown(f"entrypoint raised {type(_first_leaf(crash)).__name__}")
@@ -674,6 +703,7 @@ class JobContext:
 
     async def _step(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
         """One teardown step: bounded by the deadline and shielded; errors recorded."""
+        started = trio.current_time()
         with trio.move_on_at(self._deadline, shield=True) as scope:
             try:
                 await fn()
@@ -688,9 +718,21 @@ class JobContext:
                 self._teardown_errors.append(error)
                 if rest is not None:
                     raise rest from None
-        if scope.cancelled_caught:
-            logger.error("teardown step %s was cut off at the deadline", name)
-            self._deadline_hit.append(name)
+        # (crossed the deadline while it ran: one that starts after it is cut
+        # at its first checkpoint, and an earlier step already was late)
+        late = not scope.cancelled_caught and started <= self._deadline < trio.current_time()
+        if scope.cancelled_caught or late:
+            # by the clock: a step that blocked in sync code past the deadline
+            # was never cancelled, and is as late as one that was
+            how = "ended after" if late else "was cut off at"
+            logger.error("teardown step %s %s the deadline", name, how)
+            if self._reported is None:
+                self._deadline_hit.append(name)
+            else:
+                self._late_notes.append(
+                    f"{name}: {how} the deadline "
+                    f"(shutdown_process_timeout={self._budget:g}s)"
+                )
         self._record("phase_done", name)
 
     async def _teardown(self) -> JobOutcome:
@@ -702,20 +744,34 @@ class JobContext:
             # 3. cancel the work scope and let it unwind
             self._work_scope.cancel()
             await self._step("cancel_work", self._work_done.wait)
-            # 4. room deletion, then disconnect
+            # 4. decide the outcome and report it before the room is left: a
+            # LiveKit server fails a job whose agent leaves the room first
+            reported = self._reported = self._outcome()
+            self._record("reported", reported.kind.value, reported.reason)
+            self._control.report(reported)
+            await self._step("report", self._control.wait_delivered)
+            # 5. room deletion, then disconnect
             # (connected or not: the job's room exists, it was dispatched into it)
             if self.delete_room_on_close:
                 await self._step("delete_room", self.delete_room)
             if self._connected:
                 await self._step("disconnect", self.room.disconnect)
-            # 5. every shutdown callback, concurrently
+            # 6. every shutdown callback, concurrently
             if self._callbacks:
                 await self._step("callbacks", self._run_callbacks)
+            self._callbacks_done = True
             if self._api is not None:
                 await self._step("close_api", self._api.aclose)
         finally:
             _in_teardown.reset(token)
-        return self._outcome()
+        # the status already sent stands; what the later steps did is added to it
+        return attrs.evolve(
+            reported,
+            teardown_errors=(
+                *(_describe(e) for e in self._teardown_errors),
+                *self._late_notes,
+            ),
+        )
 
     async def _run_callbacks(self) -> None:
         reason = self._shutdown_reason or ""
@@ -747,12 +803,21 @@ class JobContext:
             await run_one(cb)
             done.add(i)
 
+        started: list[ShutdownCallback] = []
         try:
             async with trio.open_nursery() as nursery:
-                for i, cb in enumerate(self._callbacks):
-                    nursery.start_soon(tracked, i, cb)
+
+                def start(cb: ShutdownCallback) -> None:
+                    nursery.start_soon(tracked, len(started), cb)
+                    started.append(cb)
+
+                for cb in self._callbacks:
+                    start(cb)
+                self._callback_starter = start
         finally:
-            for i, cb in enumerate(self._callbacks):
+            self._callback_starter = None
+            self._callbacks_done = True
+            for i, cb in enumerate(started):
                 if i not in done:
                     self._record("callback_cut", getattr(cb, "__qualname__", repr(cb)))
             if errors:
@@ -795,7 +860,7 @@ async def run_job(
 ) -> JobOutcome:
     """Run one job as a nursery tree and return how it ended.
 
-    The job ends on the first trigger of SPEC section 2: ``ctx.shutdown()``,
+    The job ends on the first of its triggers (docs/lifecycle.md): ``ctx.shutdown()``,
     the room disconnecting, ``control.request_shutdown`` (server termination,
     worker shutdown), the entrypoint raising, or cancellation of the caller.
     The entrypoint returning is not one of them.
@@ -815,12 +880,18 @@ async def run_job(
             return await ctx._run(entrypoint)
     except trio.Cancelled:
         raise
-    except BaseException as exc:  # pragma: no cover - a bug in the tree itself
-        outcome = JobOutcome(
-            kind=OutcomeKind.CRASHED, reason="job runner failed", error=_describe(exc)
+    except BaseException as exc:
+        escaped = exc
+    if control.outcome is None:  # pragma: no cover - a bug in the tree itself
+        control.finish(
+            JobOutcome(
+                kind=OutcomeKind.CRASHED, reason="job runner failed", error=_describe(escaped)
+            )
         )
-        control.finish(outcome)
-        raise
+    # A BaseException of user code (SystemExit, KeyboardInterrupt) goes on up
+    # as itself, not in as many groups as it crossed nurseries; raised outside
+    # the except clause so that its own context and cause are kept.
+    raise sole_error(escaped) or escaped
 
 
 __all__: Sequence[str] = [

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
@@ -34,10 +33,12 @@ from livekit.protocol import agent
 
 from .. import protocol
 from .._errors import ConnectFailed, ConnectionClosed, HandshakeRejected, TrioAgentsError
+from .._groups import sole_error
 from .._health import health_app
 from .._http import serve_tcp
 from .._job._control import JobControl
 from .._load import CPULoad
+from .._metrics import WorkerMetrics
 from .._sync import Changes
 from .._tokens import quiet_dev_secret_warning, redact_tokens
 from .._transport import MessageStream, open_websocket, websocket_base_url
@@ -64,6 +65,8 @@ REQUEST_ANSWER_TIMEOUT = 8.0
 REGISTER_RESPONSE_TIMEOUT = 10.0
 #: How long closing may take to send what is queued and say goodbye (close frame).
 CLOSE_CONNECTION_TIMEOUT = 3.0
+#: How long closing waits for the final job statuses to be written.
+FLUSH_TIMEOUT = 2.0
 LOAD_INTERVAL = 0.5
 #: Longest error string sent in an UpdateJobStatus.
 MAX_STATUS_ERROR = 16 * 1024
@@ -94,16 +97,40 @@ class RtcSession:
 class _Job:
     info: RunningJobInfo
     control: JobControl
+    #: When the server offered it (``time.monotonic()``), if this worker saw the offer.
+    offered_at: float | None = None
     status_sent: bool = False
+    #: The final status was queued (once: the job's report, or its end).
+    final_sent: bool = False
 
 
 class AgentServer:
     """An agent worker: registers with LiveKit, takes jobs and runs them.
 
-    Arguments are those of SPEC section 1; ``None`` means "from the
-    environment" for ``ws_url``/``api_key``/``api_secret`` and "the mode's
-    default" for ``load_threshold`` and ``num_idle_processes``.  ``port=None``
-    disables the health server.
+    Args:
+        ws_url: the server (``ws(s)://`` or ``http(s)://``); default ``LIVEKIT_URL``.
+        api_key: default ``LIVEKIT_API_KEY``.
+        api_secret: default ``LIVEKIT_API_SECRET``.
+        setup_fnc: prewarm, ``(proc: JobProcess) -> None`` (sync or async): runs in
+            each job process before it takes a job; fill ``proc.userdata``.
+        load_fnc: the worker's load (0-1), ``() -> float`` or ``(server) -> float``;
+            default: CPU load.
+        load_threshold: at or above it the worker takes no job (default 0.7 for
+            ``start``, infinite for ``dev``).
+        job_executor_type: PROCESS (default), THREAD, or INLINE (same trio run).
+        num_idle_processes: prewarmed job processes (default ``min(cpus, 4)``; 0 in dev).
+        initialize_process_timeout: seconds a job process may take to prewarm.
+        shutdown_process_timeout: the job's teardown budget: the one deadline set
+            when its shutdown starts (docs/lifecycle.md).
+        drain_timeout: how long draining lets running jobs go on.
+        job_memory_warn_mb: warn when a job process uses more.
+        job_memory_limit_mb: end a job whose process uses more (0: no limit).
+        permissions: what the agent may do in its rooms (copied into its tokens).
+        max_retry: attempts to reach the server before ``run()`` fails.
+        host: the health server's address.
+        port: the health server's port (``/``, ``/worker``, ``/metrics``); 0 picks
+            a free one, None disables it.
+        prometheus_port: also serve ``/metrics`` alone on this port (as upstream).
     """
 
     def __init__(
@@ -126,6 +153,7 @@ class AgentServer:
         max_retry: int = 16,
         host: str = "127.0.0.1",
         port: int | None = 8081,
+        prometheus_port: int | None = None,
     ) -> None:
         for name, text in (("ws_url", ws_url), ("api_key", api_key), ("api_secret", api_secret)):
             if text is not None and not isinstance(text, str):
@@ -180,6 +208,15 @@ class AgentServer:
         self.max_retry = max_retry
         self.host = host
         self.port = port
+        if prometheus_port is not None:
+            _check_int("prometheus_port", prometheus_port, minimum=0)
+        self.prometheus_port = prometheus_port
+        #: This worker's Prometheus metrics (``/metrics``), in a registry of its own.
+        self.metrics = WorkerMetrics()
+        #: Where ``prometheus_port`` serves, once running (a port of 0 picks one).
+        self.metrics_port: int | None = None
+        self._offered: dict[str, float] = {}
+        self._registrations = 0
         #: Development mode (``run_app dev``): no load limit, no idle processes.
         self.devmode = False
 
@@ -207,6 +244,11 @@ class AgentServer:
         self._jobs_nursery: trio.Nursery | None = None
         self._executor: Any = None
         self._hard_exit: Callable[[int], None] = os._exit
+        # what the current connection's writer has written, for callers that
+        # must know a message left (a job's final status, before it leaves its room)
+        self._queued = 0
+        self._written = 0
+        self._on_written: dict[int, Callable[[bool], None]] = {}
 
     # --- configuration ------------------------------------------------------------
 
@@ -373,22 +415,61 @@ class AgentServer:
     async def run(
         self,
         *,
-        handle_signals: bool | None = None,
+        handle_signals: bool = False,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run the worker until ``aclose()``/``drain()`` finish or a signal drains it.
+        """Run the worker until ``aclose()``/``drain()`` finish.
 
-        ``handle_signals`` (default: when called from the main thread) makes the
-        first SIGTERM/SIGINT drain and the second exit the process at once.
+        A trio library call: ``await nursery.start(server.run)`` returns once
+        the worker is registered (ready to take jobs).  Cancelling it (or a
+        KeyboardInterrupt through it) is a drain-less shutdown: every job gets
+        its full, bounded teardown, final statuses are flushed (bounded), the
+        connection closes, then the cancellation goes on.
+
+        ``handle_signals=True`` (``run_app`` asks for it) makes the first
+        SIGTERM/SIGINT drain and the second exit the process at once; by
+        default ``run`` leaves signals to the application.
 
         Raises:
             WorkerError: bad configuration, rejected credentials, or the server
-                stayed unreachable for ``max_retry`` attempts.
+                stayed unreachable for ``max_retry`` attempts.  Errors leave
+                ``run`` as themselves, never wrapped in exception groups.
         """
         if self._running:
             raise RuntimeError("this AgentServer is already running")
         session = self.session
         url, key, secret = self._resolve()
+        if url.startswith("memory://") and self.job_executor_type is not JobExecutorType.INLINE:
+            # an in-memory stand-in lives in this trio run: a job thread's own
+            # run (or a job process) cannot reach it
+            raise WorkerError(
+                f"job_executor_type={self.job_executor_type.name} cannot run jobs against an "
+                f"in-memory server ({url}): use JobExecutorType.INLINE, or the stand-in over "
+                "TCP (its ws:// url)"
+            )
+        escaped: BaseException | None = None
+        try:
+            await self._run(url, key, secret, session, handle_signals, task_status)
+        except BaseException as exc:
+            escaped = exc
+        if escaped is not None:
+            # one error (WorkerError, KeyboardInterrupt, ...) as itself, however
+            # many of our nurseries it crossed; raised outside the except clause
+            raise sole_error(escaped) or escaped
+
+    def _closing_bound(self) -> float:
+        """How long a shutdown may take: the jobs' budget (+1 s), the flush, the goodbye."""
+        return self.shutdown_process_timeout + 1.0 + FLUSH_TIMEOUT + CLOSE_CONNECTION_TIMEOUT + 1.0
+
+    async def _run(
+        self,
+        url: str,
+        key: str,
+        secret: str,
+        session: RtcSession,
+        handle_signals: bool,
+        task_status: trio.TaskStatus[None],
+    ) -> None:
         self._running = True
         self._close_requested = trio.Event()
         if self._registered.is_set():  # a previous run; keep an event someone already waits on
@@ -399,55 +480,137 @@ class AgentServer:
         self._draining = False
         self._connection_failed = None
         self._fatal = None
-        if handle_signals is None:
-            handle_signals = threading.current_thread() is threading.main_thread()
         from .._executor import ExecutorStartError, make_executor
 
         self._executor = make_executor(self)
         load_fnc = _load_sampler(self)
+        interrupted: list[KeyboardInterrupt] = []
+        finished = False
+        # Everything runs shielded from the caller's cancellation; the guard
+        # task hears it and turns it into a bounded close.
+        work = trio.CancelScope(shield=True)
+
+        def close_now() -> None:
+            if not self._close_requested.is_set():
+                logger.info("worker cancelled: shutting down %d jobs", len(self._jobs))
+            self._request_close()
+            work.deadline = min(work.deadline, trio.current_time() + self._closing_bound())
+
+        async def guard() -> None:
+            try:
+                await trio.sleep_forever()
+            finally:
+                if not finished:
+                    close_now()
+
         try:
-            async with trio.open_nursery() as service:
-                if self.port is not None:
-                    app = health_app(self._health, self.worker_info)
-                    try:
-                        self.health_port = await service.start(serve_tcp, app, self.host, self.port)
-                    except* OSError as group:  # hypercorn raises it inside its nurseries
-                        raise WorkerError(
-                            f"cannot serve the health check on {self.host}:{self.port}: "
-                            f"{group.exceptions[0]}"
-                        ) from None
-                    logger.info(
-                        "health server listening on http://%s:%d", self.host, self.health_port
-                    )
-                if handle_signals:
-                    await service.start(self._watch_signals, service)
-                service.start_soon(self._sample_load, load_fnc)
+            async with trio.open_nursery() as guard_nursery:
+                guard_nursery.start_soon(guard)
                 try:
-                    await self._executor.start(service)
-                except ExecutorStartError as exc:
-                    raise WorkerError(f"cannot start job processes: {exc}") from None
-                service.start_soon(self._connection_task, url, key, secret, session)
-                task_status.started()
-                try:
-                    async with trio.open_nursery() as jobs:
-                        self._jobs_nursery = jobs
-                        await self._close_requested.wait()
-                        await self._shutdown_jobs()
+                    with work:
+                        await self._serve(
+                            url, key, secret, session, handle_signals, task_status, load_fnc,
+                            ExecutorStartError, close_now, interrupted,
+                        )
                 finally:
-                    self._jobs_nursery = None
-                await self._flush_statuses()
-                await self._close_connection()
-                service.cancel_scope.cancel()
-        except* WorkerError as group:
-            raise group.exceptions[0] from None
+                    finished = True
+                guard_nursery.cancel_scope.cancel()
         finally:
             self._running = False
             self._closed.set()
             if self._executor is not None:
                 with trio.CancelScope(shield=True):
                     await self._executor.aclose()
+        if interrupted:
+            raise interrupted[0]
         if self._fatal is not None:
             raise self._fatal
+
+    async def _serve(
+        self,
+        url: str,
+        key: str,
+        secret: str,
+        session: RtcSession,
+        handle_signals: bool,
+        task_status: trio.TaskStatus[None],
+        load_fnc: Callable[[], float],
+        start_error: type[Exception],
+        close_now: Callable[[], None],
+        interrupted: list[KeyboardInterrupt],
+    ) -> None:
+        started: list[bool] = []
+        async with trio.open_nursery() as service:
+            if self.port is not None:
+                app = health_app(self._health, self.worker_info, self._metrics_page)
+                bind_error: OSError | None = None
+                try:
+                    self.health_port = await service.start(serve_tcp, app, self.host, self.port)
+                except BaseException as exc:  # hypercorn raises it inside its nurseries
+                    error = sole_error(exc)
+                    if not isinstance(error, OSError):
+                        raise
+                    bind_error = error
+                if bind_error is not None:
+                    raise WorkerError(
+                        f"cannot serve the health check on {self.host}:{self.port}: {bind_error}"
+                    )
+                logger.info("health server listening on http://%s:%d", self.host, self.health_port)
+            if self.prometheus_port is not None:
+                metrics_app = health_app(None, None, self._metrics_page)
+                try:
+                    self.metrics_port = await service.start(
+                        serve_tcp, metrics_app, self.host, self.prometheus_port
+                    )
+                except BaseException as exc:
+                    error = sole_error(exc)
+                    if not isinstance(error, OSError):
+                        raise
+                    raise WorkerError(
+                        f"cannot serve metrics on {self.host}:{self.prometheus_port}: {error}"
+                    ) from None
+            if handle_signals:
+                await service.start(self._watch_signals, service)
+            service.start_soon(self._sample_load, load_fnc)
+            cause: Exception | None = None
+            try:
+                await self._executor.start(service)
+            except start_error as exc:
+                cause = exc
+            if cause is not None:
+                raise WorkerError(f"cannot start job processes: {cause}")
+            service.start_soon(self._connection_task, url, key, secret, session)
+            try:
+                async with trio.open_nursery() as jobs:
+                    self._jobs_nursery = jobs
+                    try:
+                        # started = ready to serve: registered, so that a
+                        # dispatch made right after start() finds this worker
+                        await _first_of(self._registered.wait, self._close_requested.wait)
+                        if self._registered.is_set():
+                            task_status.started()
+                            started.append(True)
+                        await self._close_requested.wait()
+                    except BaseException as exc:
+                        # Ctrl-C into this task (run() in trio's main task; maybe
+                        # inside a nursery of ours, so in a group): a bounded
+                        # close like a cancellation, then it goes on up
+                        ki = sole_error(exc)
+                        if not isinstance(ki, KeyboardInterrupt):
+                            raise
+                        interrupted.append(ki)
+                        close_now()
+                    await self._shutdown_jobs()
+                    # what did not end within its budget (+1 s) is given up
+                    jobs.cancel_scope.cancel()
+            finally:
+                self._jobs_nursery = None
+            await self._flush_statuses()
+            await self._close_connection()
+            service.cancel_scope.cancel()
+        if not started and self._fatal is None and not interrupted:
+            # closed before it ever registered: start() returns, run() is over
+            task_status.started()
 
     async def _connection_task(self, url: str, key: str, secret: str, session: RtcSession) -> None:
         """The connection loop; a failure for good closes the worker like ``aclose``.
@@ -481,7 +644,7 @@ class AgentServer:
     def _request_close(self) -> None:
         self._close_requested.set()
 
-    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - SPEC name
+    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - upstream's name
         """Stop taking jobs, let running jobs end (at most ``timeout``, default
         ``drain_timeout``), then shut down the rest with their budget and close."""
         timeout = self.drain_timeout if timeout is None else timeout
@@ -515,7 +678,7 @@ class AgentServer:
 
     async def _flush_statuses(self) -> None:
         """Give queued final statuses a bounded chance to reach the server."""
-        with trio.move_on_after(2.0):
+        with trio.move_on_after(FLUSH_TIMEOUT):
             await self._jobs_changed.wait_until(
                 lambda: not self._unreported or self._conn is None
             )
@@ -588,6 +751,7 @@ class AgentServer:
         while not self._stop_connection.is_set():
             self._registered_this_attempt = False
             quiet_dev_secret_warning(secret)
+            unreachable = False
             try:
                 token = (
                     lkapi.AccessToken(key, secret)
@@ -607,8 +771,12 @@ class AgentServer:
                         f"(api key {key!r}): {redact_tokens(exc.body or str(exc))}"
                     ) from None
                 reason = str(exc)
+            except ConnectFailed as exc:
+                # never got a connection this time: say so, with the cause
+                # (refused, DNS, TLS, timeout), not "lost"
+                reason = str(exc)
+                unreachable = True
             except (
-                ConnectFailed,
                 ConnectionClosed,
                 protocol.RemoteProtocolError,
                 _RegisterTimeout,
@@ -620,11 +788,16 @@ class AgentServer:
                 retry = 0
             if retry >= self.max_retry:
                 self._connection_failed = reason
-                raise WorkerError(
-                    f"failed to connect to livekit at {url} after {retry + 1} attempts: {reason}"
-                )
+                verb = "cannot reach" if unreachable else "failed to connect to"
+                raise WorkerError(f"{verb} livekit at {url} after {retry + 1} attempts: {reason}")
             delay = min(retry * 2, 10)
-            logger.warning("worker connection lost (%s); retrying in %d s", reason, delay)
+            if unreachable:
+                logger.warning(
+                    "cannot reach livekit (%s); retrying in %d s (attempt %d of %d)",
+                    reason, delay, retry + 1, self.max_retry + 1,
+                )
+            else:
+                logger.warning("worker connection lost (%s); retrying in %d s", reason, delay)
             with trio.move_on_after(delay):
                 await self._stop_connection.wait()
             retry += 1
@@ -657,11 +830,16 @@ class AgentServer:
         event = registered
         self.worker_id = event.worker_id
         self._registered_this_attempt = True
+        if self._registrations:
+            self.metrics.reconnects.inc()
+        self._registrations += 1
         logger.info(
             "registered worker %s (agent_name=%r, server %s)",
             event.worker_id, session.agent_name, event.server_info.version,
         )
         send_ch, recv_ch = trio.open_memory_channel[bytes](math.inf)
+        self._queued = self._written = 0
+        self._on_written = {}
         self._conn = conn
         self._send_channel = send_ch
         # re-announce jobs that outlived the previous connection, then their news
@@ -680,6 +858,10 @@ class AgentServer:
         async def writer() -> None:
             async for data in recv_ch:
                 await ws.send_message(data)
+                self._written += 1
+                confirm = self._on_written.pop(self._written, None)
+                if confirm is not None:
+                    confirm(True)
             # closed by stopper(): all that was queued is sent; end the session
             # normally, so that the websocket closes with a close frame
             nursery.cancel_scope.cancel()
@@ -734,6 +916,9 @@ class AgentServer:
             self._send_channel = None
             for ch in list(self._pending_assignments.values()):
                 ch.send_nowait(None)
+            unwritten, self._on_written = self._on_written, {}
+            for confirm in unwritten.values():
+                confirm(False)
         if error is not None:
             raise error
 
@@ -762,12 +947,21 @@ class AgentServer:
             case protocol.Pong() | protocol.Registered():
                 pass
 
-    def _send(self, event: protocol.Event) -> bool:
-        """Send now if connected; False if there is no connection."""
+    def _send(
+        self, event: protocol.Event, on_written: Callable[[bool], None] | None = None
+    ) -> bool:
+        """Send now if connected; False if there is no connection.
+
+        ``on_written(True)`` once the writer wrote it, ``(False)`` if the
+        connection ended first (not called when this returns False).
+        """
         conn, ch = self._conn, self._send_channel
         if conn is None or ch is None:
             return False
         ch.send_nowait(conn.send(event))
+        self._queued += 1
+        if on_written is not None:
+            self._on_written[self._queued] = on_written
         return True
 
     def _send_status(self) -> None:
@@ -781,16 +975,35 @@ class AgentServer:
             )
         self._send(ev)
 
-    def _send_final(self, update: protocol.UpdateJobStatus) -> None:
+    def _send_final(
+        self, update: protocol.UpdateJobStatus, on_done: Callable[[], None] | None = None
+    ) -> None:
+        """Send a final status; it stays queued (for the next connection) until written.
+
+        ``on_done()`` once it is written, or once it is clear that it waits for
+        another connection.
+        """
         self._unreported[update.job_id] = update
-        if self._send(update):
-            self._unreported.pop(update.job_id, None)
+
+        def written(ok: bool) -> None:
+            if ok and self._unreported.get(update.job_id) is update:
+                del self._unreported[update.job_id]
+            self._jobs_changed.notify()
+            if on_done is not None:
+                on_done()
+
+        if not self._send(update, written) and on_done is not None:
+            on_done()
         self._jobs_changed.notify()
 
     # --- availability and launch ------------------------------------------------------
 
     async def _answer_availability(self, job: agent.Job) -> None:
         session = self.session
+        self._offered[job.id] = time.monotonic()
+        if len(self._offered) > 1000:  # offers that never became jobs: keep the newest
+            for stale in list(self._offered)[:-1000]:
+                del self._offered[stale]
         if self._is_full():
             self._send(protocol.Availability(job_id=job.id, available=False))
             return
@@ -880,8 +1093,11 @@ class AgentServer:
             )
             return
         control = JobControl()
-        job = _Job(info=info, control=control)
+        job = _Job(info=info, control=control, offered_at=self._offered.pop(info.job.id, None))
         self._jobs[info.job.id] = job
+        self.metrics.jobs_started.inc()
+        if job.offered_at is not None:
+            self.metrics.offer_to_launch.observe(time.monotonic() - job.offered_at)
         if self._draining:
             control.notify_draining()
         if self._close_requested.is_set():
@@ -904,6 +1120,9 @@ class AgentServer:
         job.status_sent = self._send(
             protocol.UpdateJobStatus(job_id=job_id, status=agent.JS_RUNNING)
         )
+        # the job reports its outcome before it leaves its room: send it at once
+        job.control.on_report(lambda outcome: self._report(job, outcome))
+        outcome: JobOutcome | None = None
         try:
             outcome = await self._executor.run(job.info, job.control, self.session)
         except Exception as exc:  # an executor bug must not take the worker down
@@ -911,18 +1130,63 @@ class AgentServer:
             outcome = JobOutcome(kind=OutcomeKind.CRASHED, reason="executor error", error=repr(exc))
         finally:
             self._jobs.pop(job_id, None)
+            if outcome is None:  # given up on (past its budget) or cancelled
+                outcome = JobOutcome(
+                    kind=OutcomeKind.CRASHED,
+                    reason="worker shut down",
+                    error="the worker gave up on the job: it did not end within "
+                    f"shutdown_process_timeout={self.shutdown_process_timeout:g}s",
+                )
+            # (no-op when it reported already: the status sent stands)
+            self._report(job, outcome)
+            self._count_end(outcome)
+            self._jobs_changed.notify()
         logger.info(
-            "job %s ended: %s (%s) after %.2f s",
+            "job %s ended: %s (%s) after %.2f s%s",
             job_id, outcome.kind.value, outcome.reason or outcome.error, time.monotonic() - started,
+            f"; teardown errors: {'; '.join(outcome.teardown_errors)}"
+            if outcome.teardown_errors else "",
         )
+
+    def _count_end(self, outcome: JobOutcome) -> None:
+        m = self.metrics
+        m.jobs_ended.labels(outcome=outcome.kind.value).inc()
+        # teardown notes: errors, and steps late or cut at the deadline after the report
+        # ("name: was cut off at the deadline (...)"); steps cut before the report are
+        # named in a DEADLINE outcome's error
+        notes = outcome.teardown_errors
+        m.teardown_errors.inc(sum(1 for e in notes if "the deadline" not in e))
+        late = [e.split(":", 1)[0] for e in notes if "the deadline" in e]
+        if outcome.kind is OutcomeKind.DEADLINE and " in: " in outcome.error:
+            late += outcome.error.rsplit(" in: ", 1)[1].split(", ")
+        for step in late:
+            m.deadline_hits.labels(step=step).inc()
+
+    def _metrics_page(self) -> bytes:
+        idle = getattr(self._executor, "idle_count", None)
+        self.metrics.refresh(
+            load=self._load,
+            active_jobs=len(self._jobs),
+            idle_processes=idle() if callable(idle) else None,
+        )
+        return self.metrics.exposition()
+
+    def _report(self, job: _Job, outcome: JobOutcome) -> None:
+        """Send a job's final status (once); the job hears when it is on its way."""
+        if job.final_sent:
+            return
+        job.final_sent = True
+        started = job.control.shutdown_started_at
+        if started is not None:
+            self.metrics.teardown.observe(max(0.0, time.monotonic() - started))
         self._send_final(
             protocol.UpdateJobStatus(
-                job_id=job_id, status=outcome.job_status, error=_cut(outcome.error)
-            )
+                job_id=job.info.job.id, status=outcome.job_status, error=_cut(outcome.error)
+            ),
+            on_done=job.control.mark_delivered,
         )
 
 
-#: A JSON Web Token (three base64url parts; the header always starts ``eyJ``).
 def _cut(error: str) -> str:
     """An error string short enough for a status update (the log has all of it).
 
@@ -979,3 +1243,15 @@ async def _default_on_request(req: JobRequest) -> None:
 
 class _RegisterTimeout(TrioAgentsError):
     pass
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    """Return once the first of ``waits`` returns."""
+    async with trio.open_nursery() as nursery:
+
+        async def one(wait: Callable[[], Awaitable[object]]) -> None:
+            await wait()
+            nursery.cancel_scope.cancel()
+
+        for wait in waits:
+            nursery.start_soon(one, wait)

@@ -21,6 +21,7 @@ from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
+import trio
 from livekit.protocol import models
 
 from ._audio import AudioFrame
@@ -90,6 +91,18 @@ class LinkSink(Protocol):
         ...
 
 
+def closing_deadline(sink: object, bound: float) -> float:
+    """When closing a link must be over: ``bound`` seconds from now, or the owner's
+    ``close_deadline`` (the room's; a job's teardown deadline) if that is sooner.
+
+    Every backend's shielded close reads it: the caller's deadline, not a
+    private clock, is what bounds leaving a room.
+    """
+    own = trio.current_time() + bound
+    owner = getattr(sink, "close_deadline", None)
+    return own if owner is None else min(own, owner)
+
+
 class Link(Protocol):
     """One room connection, as ``Room`` drives it."""
 
@@ -97,7 +110,8 @@ class Link(Protocol):
         """Connect, report the join to ``sink``, call ``on_connected()``, pump until the end.
 
         Returns why the connection ended.  Raises ``ConnectError`` if it never
-        connected.  On any exit the connection is closed (shielded, bounded).
+        connected.  On any exit the connection is closed (shielded, bounded by
+        ``closing_deadline(sink, ...)``: never past the owner's deadline).
         """
         ...
 

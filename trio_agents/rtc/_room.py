@@ -29,7 +29,7 @@ import trio
 from livekit.protocol import models
 
 from ._audio import AudioFrame
-from ._backend import Link, RoomOptions, open_link
+from ._backend import Link, RoomOptions, closing_deadline, open_link
 from ._enums import ConnectionState, DisconnectReason, ParticipantKind, TrackKind, TrackSource
 from ._errors import ConnectError, NotConnectedError
 from ._events import (
@@ -187,6 +187,10 @@ class Room:
         self._changed = _Changes()
         self._failed_connects = 0
         self.disconnect_reason: DisconnectReason | None = None
+        #: The owner's deadline (trio time) for leaving and closing the link:
+        #: ``disconnect()`` and the link's shielded close end by it, whatever
+        #: their own bounds.  A job sets it to its teardown deadline.
+        self.close_deadline: float | None = None
 
     # --- state ----------------------------------------------------------------------
 
@@ -322,7 +326,7 @@ class Room:
             return
         with contextlib.suppress(NotConnectedError):
             self._link.request_leave()
-        with trio.move_on_after(DISCONNECT_TIMEOUT):
+        with trio.move_on_at(closing_deadline(self, DISCONNECT_TIMEOUT)):
             await self._done.wait()
         if not self._done.is_set():
             logger.warning(

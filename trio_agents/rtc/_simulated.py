@@ -37,7 +37,7 @@ from .._errors import ConnectFailed, ConnectionClosed, HandshakeRejected
 from .._version import __version__
 from . import _simwire as wire
 from ._audio import AudioFrame
-from ._backend import LinkSink, RoomOptions
+from ._backend import LinkSink, RoomOptions, closing_deadline
 from ._enums import DisconnectReason, TrackSource
 from ._errors import ConnectError, NotConnectedError, RequestError
 from ._track import LocalAudioTrack
@@ -207,7 +207,8 @@ class SimulatedLink:
             return reason
         finally:
             self._end()
-            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+            # shielded, but never past the owner's deadline (a job's teardown)
+            with trio.CancelScope(shield=True, deadline=closing_deadline(sink, CLOSE_TIMEOUT)):
                 leave_written = bool(self._leave_seq) and self._written >= self._leave_seq
                 if self._connected and not server_ended and not leave_written:
                     # cancelled or failed on our side: tell the server we leave

@@ -28,6 +28,7 @@ import attrs
 import trio
 from livekit.protocol import agent
 
+from .._groups import sole_error
 from .._job._context import EntrypointFn, JobProcess, run_job
 from .._job._control import JobControl
 from .._types import JobAcceptArguments, JobOutcome, RunningJobInfo
@@ -122,6 +123,41 @@ async def simulate_job(
         raise TypeError("entrypoint must be an async function taking a JobContext")
     if shutdown_process_timeout < 0:
         raise ValueError(f"shutdown_process_timeout must be >= 0, got {shutdown_process_timeout!r}")
+    try:
+        return await _simulate(
+            entrypoint,
+            script,
+            server,
+            room,
+            metadata,
+            agent_identity,
+            shutdown_process_timeout,
+            delete_room_on_close,
+            departure_timeout,
+            empty_timeout,
+            userdata,
+        )
+    except BaseException as exc:
+        escaped = exc
+    # one error (a KeyboardInterrupt from a participant task, a script's
+    # failure) reaches the caller as itself, not inside the groups of the
+    # nurseries it crossed (raised outside the except: its context is kept)
+    raise sole_error(escaped) or escaped
+
+
+async def _simulate(
+    entrypoint: EntrypointFn,
+    script: Callable[[Simulation], Awaitable[None]] | None,
+    server: LocalServer | None,
+    room: str,
+    metadata: str,
+    agent_identity: str | None,
+    shutdown_process_timeout: float,
+    delete_room_on_close: bool,
+    departure_timeout: float,
+    empty_timeout: float,
+    userdata: Mapping[str, Any] | None,
+) -> SimulationResult:
     async with _server(server, departure_timeout, empty_timeout) as srv:
         srv.rooms.create(room)
         snapshot = srv.rooms.get(room)

@@ -102,6 +102,8 @@ def _build(
             shutdown_at, reason = ev.time, args[0] if args else ""
         elif ev.kind == "phase_done":
             steps.append(Mark(args[0], ev.time, "done"))
+        elif ev.kind == "reported":  # the outcome, sent before the room is left
+            steps.append(Mark(f"reported: {args[0]}", ev.time, "sent"))
         elif ev.kind in ("callback_done", "callback_failed", "callback_cut"):
             how = ev.kind.removeprefix("callback_")
             if ev.kind == "callback_failed" and len(args) > 1:
