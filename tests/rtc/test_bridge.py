@@ -173,6 +173,27 @@ async def test_close_is_bounded_by_close_timeout_and_leaves_no_thread() -> None:
     assert bridge_threads() == []
 
 
+async def test_an_owners_close_deadline_bounds_the_close_before_close_timeout() -> None:
+    """A job sets its teardown deadline on the bridge: closing never waits past it."""
+    cancelled = threading.Event()
+    start = trio.current_time()
+    async with open_asyncio_bridge(close_timeout=600) as bridge:
+
+        async def never() -> None:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        await bridge.run_sync(lambda: bridge.spawn(never(), orphan=True))
+        bridge.close_deadline = trio.current_time() + 0.2
+    # (a generous bound: the point is the owner's 0.2 s, not the 600 s close_timeout)
+    assert trio.current_time() - start < 60
+    assert cancelled.is_set()
+    assert bridge_threads() == []
+
+
 async def test_events_arrive_in_order_in_batches() -> None:
     async with open_asyncio_bridge() as bridge:
         pipe = new_pipe(1000, "test events")

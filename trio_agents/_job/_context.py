@@ -876,8 +876,13 @@ async def run_job(
     try:
         # the job's asyncio loop thread (started on first use: by the livekit
         # backend or ctx.aio), closed once the job tree has ended
-        async with rtc.open_asyncio_bridge():
-            return await ctx._run(entrypoint)
+        async with rtc.open_asyncio_bridge() as bridge:
+            try:
+                return await ctx._run(entrypoint)
+            finally:
+                # closing the loop (rooms still leaving) is bounded by the job's one deadline
+                if math.isfinite(ctx._deadline):
+                    bridge.close_deadline = ctx._deadline
     except trio.Cancelled:
         raise
     except BaseException as exc:

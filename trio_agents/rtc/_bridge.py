@@ -97,6 +97,10 @@ class _Call:
 class AsyncioBridge:
     """One asyncio loop thread and the ways trio code crosses into it (see module doc)."""
 
+    #: An owner's deadline (a job's teardown deadline, trio time) that closing
+    #: must not pass, if sooner than ``close_timeout`` from the start of the close.
+    close_deadline: float | None = None
+
     def __init__(self, *, close_timeout: float = DEFAULT_CLOSE_TIMEOUT) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._close_timeout = close_timeout
@@ -355,7 +359,10 @@ class AsyncioBridge:
         try:
             # shielded and bounded: rooms still open must leave before the loop
             # stops (else the native client keeps posting to a closed loop)
-            with trio.move_on_after(self._close_timeout, shield=True):
+            until = trio.current_time() + self._close_timeout
+            if self.close_deadline is not None:
+                until = min(until, self.close_deadline)
+            with trio.move_on_at(until, shield=True):
                 await self.run(self._close_on_loop)
         finally:
             self._closing = True

@@ -32,13 +32,17 @@ import trio
 from livekit.protocol import models
 
 from ._audio import AudioFrame
-from ._backend import LinkSink, RoomOptions
+from ._backend import LinkSink, RoomOptions, closing_deadline
 from ._bridge import AsyncioBridge, EventPipe, new_pipe, use_asyncio_bridge
 from ._enums import DisconnectReason, TrackSource
 from ._errors import ConnectError, NotConnectedError
 from ._track import LocalAudioTrack
 
 logger = logging.getLogger("trio_agents.rtc")
+
+#: A closing link's own bound, when no owner's deadline is sooner (the room's
+#: ``close_deadline``, a job's teardown deadline, usually is).
+CLOSE_BOUND = 2.0
 
 #: Capacity of the room's event pipe (room events and remote audio frames).
 EVENT_CAPACITY = 10_000
@@ -486,9 +490,11 @@ class LivekitLink:
                 return reason
             finally:
                 self._end()
-                # the SDK side finishes on the loop; waiting for it is bounded by
-                # the caller's cancel scope (abandoned: the bridge reaps it at close)
-                await bridge.run_abandonable(side.close)
+                # the SDK side finishes on the loop: shielded, bounded by the owner's
+                # deadline (a job's teardown deadline), never by a clock of its own;
+                # what is left then is abandoned and the bridge reaps it at close
+                with trio.move_on_at(closing_deadline(sink, CLOSE_BOUND), shield=True):
+                    await bridge.run_abandonable(side.close)
 
     async def _pump(self, events: EventPipe[tuple[Any, ...]], sink: LinkSink) -> DisconnectReason:
         while True:
