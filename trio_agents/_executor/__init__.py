@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+import attrs
 import trio
 
-from .._types import JobExecutorType, JobOutcome, RunningJobInfo
+from .._job._control import JobControl
+from .._types import JobExecutorType, JobOutcome, OutcomeKind, RunningJobInfo
 
 if TYPE_CHECKING:
     from .._job._control import JobControl
@@ -46,3 +48,15 @@ def make_executor(server: AgentServer) -> Executor:
     from ._process import ProcessExecutor
 
     return ProcessExecutor(server)
+
+
+def given_up(control: JobControl, note: str) -> JobOutcome:
+    """The outcome of a job its runner gave up on (THREAD/INLINE, past the deadline).
+
+    If the job reported already, that status stands and ``note`` joins its
+    teardown errors; otherwise the job hit its deadline before reporting.
+    """
+    if control.reported is not None:
+        base = control.reported
+        return attrs.evolve(base, teardown_errors=(*base.teardown_errors, note))
+    return JobOutcome(kind=OutcomeKind.DEADLINE, reason=control.shutdown_reason or "", error=note)

@@ -8,11 +8,11 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from .._job._context import JobProcess, run_job
 from .._types import JobExecutorType, JobOutcome, OutcomeKind, RunningJobInfo
+from . import given_up
 
 if TYPE_CHECKING:
     from .._job._control import JobControl
@@ -142,12 +142,7 @@ class InlineExecutor:
             f"(+{GIVE_UP_MARGIN:g}s): given up (its code ignores cancellation; its task runs on)"
         )
         logger.error("job %s: %s", info.job.id, note)
-        if control.reported is not None:
-            base = control.reported
-            return attrs.evolve(base, teardown_errors=(*base.teardown_errors, note))
-        return JobOutcome(
-            kind=OutcomeKind.DEADLINE, reason=control.shutdown_reason or "", error=note
-        )
+        return given_up(control, note)
 
     async def aclose(self) -> None:
         return None

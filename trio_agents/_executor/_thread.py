@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
 from .._groups import sole_error
 from .._job._context import JobProcess
 from .._job._control import JobControl
 from .._types import JobExecutorType, JobOutcome, OutcomeKind, RunningJobInfo
+from . import given_up
 from ._inline import setup_and_run_job
 
 if TYPE_CHECKING:
@@ -172,12 +172,7 @@ class ThreadExecutor:
             f"(+{ABANDON_MARGIN:g}s) and was abandoned"
         )
         logger.error("job %s: %s", info.job.id, note)
-        if control.reported is not None:
-            base = control.reported
-            return attrs.evolve(base, teardown_errors=(*base.teardown_errors, note))
-        return JobOutcome(
-            kind=OutcomeKind.DEADLINE, reason=control.shutdown_reason or "", error=note
-        )
+        return given_up(control, note)
 
     async def aclose(self) -> None:
         return None
